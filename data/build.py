@@ -1,0 +1,360 @@
+"""`flywheel data build`: capture logs -> SFT, DPO and KTO datasets, with every input line accounted for.
+
+The pipeline, top to bottom (each step a small function over Polars tables that reports what it drops and why):
+
+    read -> dedupe events -> link feedback to generations (orphans) -> forget -> tenant -> redact -> supersede
+         -> build examples (SFT, DPO, KTO) -> filters -> conflicts and duplicates -> split -> write
+
+Accounting: every line read is exactly one of used (an event some kept example was built from, or an applied
+forget request), dropped (with a named reason), duplicate, or quarantined. `account()` checks that the numbers add
+up and raises `AccountingError` if they ever do not.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import orjson
+import polars as pl
+
+from data import rules
+from data.config import BuildConfig
+from data.events import QuarantinedLine, ReadResult, read_events
+from data.records import SCHEMA_VERSION, parse_ts
+from data.rules import Drops
+
+KINDS = ("sft", "dpo", "kto")
+# Example-level drop reasons, in the order their steps run: an event that ends up in no kept example is reported
+# under the first of these that removed an example built from it.
+EXAMPLE_REASONS = [
+    "kto_label_conflict", "empty_output", "trivial_edit", "identical_pair", "prompt_too_long",
+    "completion_too_long", "too_many_tokens", "preference_conflict", "duplicate_example", "near_duplicate_prompt",
+    "regeneration_cap", "split_time_cutoff", "prompt_in_test",
+]
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+class TenantError(BuildError):
+    pass
+
+
+class AccountingError(BuildError):
+    pass
+
+
+class StrictModeError(BuildError):
+    pass
+
+
+@dataclass
+class BuildState:
+    """What the steps hand each other: the events still in play and everything set aside so far."""
+
+    config: BuildConfig
+    read: ReadResult
+    drops: Drops = field(default_factory=Drops)
+    duplicates: int = 0
+    applied: pl.Series | None = None  # forget rows (used: they were applied)
+    quarantine: list[QuarantinedLine] = field(default_factory=list)
+    redactions: dict[str, int] = field(default_factory=dict)
+    steps: list[dict] = field(default_factory=list)
+    orphans: pl.DataFrame | None = None
+    dedupe_rows: pl.Series | None = None
+    event_counts: dict[str, int] = field(default_factory=dict)  # unique valid events by type  # repeated and conflicting copies: counted as duplicate / quarantined
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _resolve_config(config: BuildConfig | dict | str | Path | None, overrides: dict) -> BuildConfig:
+    if config is None:
+        cfg = BuildConfig()
+    elif isinstance(config, BuildConfig):
+        cfg = config
+    elif isinstance(config, dict):
+        cfg = BuildConfig.from_dict(config)
+    else:
+        cfg = BuildConfig.from_yaml(config)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+def build_datasets(
+    inputs: list[str] | str,
+    out: str | Path,
+    config: BuildConfig | dict | str | Path | None = None,
+    progress: Callable[[str, int], None] | None = None,
+    **overrides: Any,
+) -> dict:
+    """Build `out/{sft,dpo,kto}` (DatasetDicts), `manifest.json`, `quarantine.jsonl`, `orphans.jsonl`, `README.md`.
+
+    `config` is a BuildConfig, a dict or a YAML path; keyword `overrides` replace single fields (None = keep).
+    Returns the manifest. Raises TenantError (several tenants, none chosen), StrictModeError (strict and a line
+    was quarantined), AccountingError (the books do not balance: a bug, never silenced).
+    """
+    from flywheel.files import atomic_dir
+
+    cfg = _resolve_config(config, overrides)
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    t0 = time.perf_counter()
+    read = read_events([str(p) for p in inputs], max_line_bytes=cfg.max_line_bytes,
+                       progress=(lambda n: progress("read", n)) if progress else None)
+    state = BuildState(config=cfg, read=read, quarantine=list(read.quarantine))
+    state.timings["read"] = time.perf_counter() - t0
+    if cfg.strict and read.quarantine:
+        q = read.quarantine[0]
+        raise StrictModeError(f"{q.source}:{q.line}: {q.field}: {q.reason} (strict mode; "
+                              f"{len(read.quarantine)} invalid line(s) in all)")
+    examples = run_rules(state)
+    manifest_base = account(state, examples)
+    with atomic_dir(out) as tmp:
+        manifest = write_build(Path(tmp), state, examples, manifest_base)
+    state.timings["total"] = time.perf_counter() - t0
+    return manifest
+
+
+def _timed(state: BuildState, name: str):
+    class _T:
+        def __enter__(self):
+            self.t = time.perf_counter()
+
+        def __exit__(self, *exc):
+            state.timings[name] = state.timings.get(name, 0.0) + time.perf_counter() - self.t
+
+    return _T()
+
+
+def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
+    """Events -> example tables (with a `drop` column: null = kept, else the reason) and `split`."""
+    cfg = state.config
+    events = state.read.events.with_row_index("row")
+    with _timed(state, "events"):
+        events, repeated, conflicting = rules.dedupe_events(events)
+        state.duplicates = len(repeated)
+        state.dedupe_rows = pl.concat([repeated["row"], conflicting["row"]]).cast(pl.UInt32)
+        for r in conflicting.iter_rows(named=True):
+            state.quarantine.append(QuarantinedLine(
+                r["source"], r["line"], "event_id",
+                f"conflicting duplicate: event_id {r['event_id']!r} appears with different content",
+                _row_json(r)))
+        if cfg.strict and len(conflicting):
+            r = conflicting.row(0, named=True)
+            raise StrictModeError(f"{r['source']}:{r['line']}: event_id: conflicting duplicate {r['event_id']!r}")
+        state.event_counts = dict(sorted(events.group_by("type").len().iter_rows()))
+        events, state.orphans = rules.link_events(events, state.drops)
+        events, forget_rows, _ = rules.apply_forget(events, state.drops)
+        state.applied = forget_rows["row"]
+        events = select_tenant(events, cfg, state.drops)
+        if cfg.redact:
+            from data.redact import redact_events
+
+            events, state.redactions = redact_events(events, cfg.redact)
+        events = rules.supersede(events, state.drops)
+    with _timed(state, "examples"):
+        gens = rules.generation_table(events)
+        finals = rules.final_answers(gens)
+        tables = {
+            "sft": rules.sft_examples(finals),
+            "dpo": rules.dpo_examples(gens, finals),
+            "kto": rules.kto_examples(gens),
+        }
+        tables = {k: v.with_columns(drop=pl.lit(None, pl.String)) for k, v in tables.items()}
+    with _timed(state, "filters"):
+        from data import filters
+
+        tables = filters.apply_filters(tables, cfg)
+    with _timed(state, "split"):
+        from data.split import assign_split
+
+        tables = assign_split(tables, cfg)
+    return {k: v for k, v in tables.items()}
+
+
+def select_tenant(events: pl.DataFrame, cfg: BuildConfig, drops: Drops) -> pl.DataFrame:
+    tenants = rules.tenants_of(events)
+    if cfg.tenant is not None:
+        return rules.split_off(events, pl.col("gen_tenant").ne_missing(cfg.tenant), "other_tenant", drops)
+    if len(tenants) > 1 and not cfg.all_tenants:
+        listing = ", ".join(f"{t if t is not None else '(no tenant)'}: {n}" for t, n in
+                            sorted(tenants.items(), key=lambda kv: -kv[1]))
+        raise TenantError(f"the input holds events of {len(tenants)} tenants ({listing}); data of different tenants "
+                          "is never mixed by accident: pass --tenant T (or tenant: T) for one, or --all-tenants")
+    return events
+
+
+def _row_json(r: dict) -> str:
+    return orjson.dumps({k: v for k, v in r.items() if k not in ("row", "source", "line") and v is not None},
+                        default=str).decode()
+
+
+def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
+    """Give every line one fate; check read = used + dropped + duplicate + quarantined."""
+    read = state.read
+    kept_src = [t.filter(pl.col("drop").is_null())["src"] for t in tables.values()]
+    used_rows = pl.concat([s.explode() for s in kept_src] + [state.applied.cast(pl.UInt32)]).unique() \
+        if kept_src else pl.Series([], dtype=pl.UInt32)
+    used_rows = used_rows.drop_nulls()
+    n_events = len(read.events)
+    all_rows = pl.DataFrame({"row": pl.arange(0, n_events, eager=True).cast(pl.UInt32)})
+
+    step_drops = (pl.concat(state.drops.frames) if state.drops.frames
+                  else pl.DataFrame(schema={"row": pl.UInt32, "reason": pl.String}))
+    rank = {r: i for i, r in enumerate(EXAMPLE_REASONS)}
+    ex_drops = []
+    for t in tables.values():
+        d = t.filter(pl.col("drop").is_not_null()).select("src", reason="drop").explode("src")
+        ex_drops.append(d.rename({"src": "row"}))
+    ex_drops = pl.concat(ex_drops) if ex_drops else step_drops.head(0)
+    ex_drops = (ex_drops.with_columns(_rank=pl.col("reason").replace_strict(rank, default=len(rank)))
+                .sort("_rank").unique(subset="row", keep="first").drop("_rank"))
+
+    fate = all_rows.join(step_drops, on="row", how="left")
+    dup_rows = fate.filter(pl.col("row").is_in(used_rows.implode()) & pl.col("reason").is_not_null())
+    if len(dup_rows):
+        raise AccountingError(f"{len(dup_rows)} event(s) both dropped and used, e.g. row {dup_rows['row'][0]}")
+    fate = fate.with_columns(used=pl.col("row").is_in(used_rows.implode()))
+    fate = fate.join(ex_drops.rename({"reason": "ex_reason"}), on="row", how="left")
+    fate = fate.with_columns(
+        reason=pl.when(pl.col("used")).then(None).otherwise(
+            pl.coalesce("reason", "ex_reason", pl.lit("no_signal"))))
+    # Rows the dedupe step removed are counted as duplicate or quarantined, not as events: take them out.
+    if state.dedupe_rows is not None and len(state.dedupe_rows):
+        fate = fate.filter(~pl.col("row").is_in(state.dedupe_rows.implode()))
+
+    drops = {r: n for r, n in fate.filter(pl.col("reason").is_not_null()).group_by("reason").len().iter_rows()}
+    if read.blank_lines:
+        drops["blank_line"] = read.blank_lines
+    if read.oversized:
+        drops["oversized_line"] = len(read.oversized)
+    drops = dict(sorted(drops.items(), key=lambda kv: (-kv[1], kv[0])))
+    used = int(fate["used"].sum())
+    dropped = sum(drops.values())
+    quarantined = len(state.quarantine)
+    total = used + dropped + state.duplicates + quarantined
+    accounting = {"read": read.lines_read, "used": used, "dropped": dropped, "duplicate": state.duplicates,
+                  "quarantined": quarantined, "balanced": total == read.lines_read}
+    if total != read.lines_read:
+        raise AccountingError(
+            f"accounting does not balance: read {read.lines_read} != used {used} + dropped {dropped} + duplicate "
+            f"{state.duplicates} + quarantined {quarantined} = {total}. This is a bug in the builder; the build "
+            "was not written.")
+    return {"drops": drops, "accounting": accounting}
+
+
+def _arrow_schema(kind: str):
+    import pyarrow as pa
+
+    msg = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    meta = [("signal", pa.string()), ("request_id", pa.string()), ("session_id", pa.string()),
+            ("user_id", pa.string()), ("tenant", pa.string()), ("tags", pa.list_(pa.string())),
+            ("ts", pa.int64()), ("generation_id", pa.string()), ("model_base", pa.string()),
+            ("model_adapter", pa.string())]
+    head = {"sft": [("messages", msg)],
+            "dpo": [("prompt", msg), ("chosen", msg), ("rejected", msg)],
+            "kto": [("prompt", msg), ("completion", msg), ("label", pa.bool_())]}[kind]
+    return pa.schema(head + meta)
+
+
+def _to_dataset(df: pl.DataFrame, kind: str):
+    import datasets
+
+    schema = _arrow_schema(kind)
+    table = df.select(schema.names).to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
+    return datasets.Dataset(table)
+
+
+def write_build(tmp: Path, state: BuildState, tables: dict[str, pl.DataFrame], base: dict) -> dict:
+    import datasets
+
+    datasets.disable_progress_bars()  # our own progress display is enough
+
+    from flywheel.files import tree_sha256, write_json_atomic, write_text_atomic
+
+    cfg = state.config
+    examples: dict[str, dict[str, int]] = {}
+    outputs: dict[str, dict] = {}
+    for kind in KINDS:
+        t = tables[kind].filter(pl.col("drop").is_null())
+        splits = {}
+        for split in ("train", "test"):
+            part = t.filter(pl.col("split") == split).sort("ts", "request_id", "generation_id", "signal")
+            if kind == "kto":
+                part = part.sample(fraction=1.0, shuffle=True, seed=cfg.shuffle_seed)
+            splits[split] = _to_dataset(part, kind)
+        dd = datasets.DatasetDict(splits)
+        # One shard per split, even an empty one: datasets writes no file for an empty split otherwise, and
+        # load_from_disk then fails on it.
+        dd.save_to_disk(str(tmp / kind), num_shards={s: 1 for s in splits})
+        examples[kind] = {s: len(d) for s, d in splits.items()}
+        outputs[kind] = {"sha256": tree_sha256(tmp / kind, pattern="**/*.arrow")}
+
+    with open(tmp / "quarantine.jsonl", "wb") as f:
+        for q in state.quarantine:
+            f.write(orjson.dumps(q.to_dict()) + b"\n")
+    with open(tmp / "orphans.jsonl", "wb") as f:
+        for r in (state.orphans.iter_rows(named=True) if state.orphans is not None else ()):
+            target = r["generation_id"] if r["generation_id"] is not None else r["request_id"]
+            f.write(orjson.dumps({"source": r["source"], "line": r["line"],
+                                  "reason": f"orphan: no input holds {target!r}",
+                                  "event": orjson.loads(_row_json(r))}) + b"\n")
+    manifest = {
+        "kind": "flywheel.dataset_build",
+        "format_version": 1,
+        "schema_version": SCHEMA_VERSION,
+        "inputs": [{"path": i.path, "sha256": i.sha256, "lines": i.lines} for i in state.read.inputs],
+        "config": cfg.to_dict(),
+        "events": state.event_counts,
+        "examples": examples,
+        "drops": base["drops"],
+        "duplicates": state.duplicates,
+        "quarantined": len(state.quarantine),
+        "accounting": base["accounting"],
+        "redactions": state.redactions,
+        "split": _split_summary(tables, cfg),
+        "outputs": outputs,
+        "versions": _versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json_atomic(tmp / "manifest.json", manifest)
+    from data.card import dataset_card
+
+    write_text_atomic(tmp / "README.md", dataset_card(manifest))
+    return manifest
+
+
+def _split_summary(tables: dict[str, pl.DataFrame], cfg: BuildConfig) -> dict:
+    kept = [t.filter(pl.col("drop").is_null()).select("user_id", "session_id", "split") for t in tables.values()]
+    kept = pl.concat(kept) if kept else None
+    units = {}
+    if kept is not None and len(kept):
+        for split in ("train", "test"):
+            part = kept.filter(pl.col("split") == split)
+            units[split] = {"users": part["user_id"].n_unique(), "sessions": part["session_id"].n_unique()}
+    return {"by": cfg.split_by, "test_fraction": cfg.test_fraction, "seed": cfg.split_seed,
+            "time_cutoff": cfg.time_cutoff, "units": units,
+            "removed_from_train_prompt_in_test": int(sum(
+                (t["drop"] == "prompt_in_test").sum() for t in tables.values()))}
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+    import platform
+
+    out = {"python": platform.python_version()}
+    for pkg in ("flywheel", "polars", "pyarrow", "datasets", "orjson"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+__all__ = ["BuildConfig", "build_datasets", "BuildError", "TenantError", "AccountingError", "StrictModeError",
+           "parse_ts"]

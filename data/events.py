@@ -1,0 +1,380 @@
+"""Reading capture logs: files, folders, globs and URLs -> one typed table of valid events + a quarantine list.
+
+Each line is parsed and checked once in a tight loop (orjson + the checks of `data.records.check_event`, which mirror
+the shipped JSON Schema); the lines that pass are then handed in one batch to Polars' native NDJSON reader with a
+fixed schema, so the table is built by Rust code, not one Python object per record. Lines that fail go to the
+quarantine list with their source, line number, field and reason; nothing is lost and nothing crashes the read.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import gzip
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import orjson
+import polars as pl
+
+from data.records import EVENT_TYPES, check_event
+
+# A line larger than this is filtered with reason `oversized_line` before parsing (a 10 MB prompt is a logging bug,
+# not a training example, and parsing it would cost more than the rest of the block).
+DEFAULT_MAX_LINE_BYTES = 1_000_000
+BLOCK_BYTES = 32 << 20
+INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson", ".json", ".parquet")
+
+MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
+MODEL = pl.Struct({"base": pl.String, "revision": pl.String, "adapter": pl.String})
+# What Polars parses from each valid line; ts, params and unknown fields come from the checking loop instead.
+NDJSON_SCHEMA = {
+    "type": pl.String,
+    "event_id": pl.String,
+    "session_id": pl.String,
+    "user_id": pl.String,
+    "tenant": pl.String,
+    "tags": pl.List(pl.String),
+    "request_id": pl.String,
+    "generation_id": pl.String,
+    "messages": pl.List(MESSAGE),
+    "output": pl.String,
+    "model": MODEL,
+    "edited_output": pl.String,
+    "value": pl.Int64,
+    "comment": pl.String,
+    "new_request_id": pl.String,
+}
+
+EVENT_COLUMNS = [
+    "type", "event_id", "ts", "user_id", "session_id", "tenant", "tags", "request_id", "generation_id",
+    "messages", "output", "edited_output", "model_base", "model_revision", "model_adapter", "value", "comment",
+    "new_request_id", "params", "extra", "source", "line",
+]
+
+
+@dataclass
+class QuarantinedLine:
+    source: str
+    line: int
+    field: str
+    reason: str
+    raw: str
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "line": self.line, "field": self.field, "reason": self.reason,
+                "raw": self.raw}
+
+
+@dataclass
+class InputFile:
+    path: str
+    sha256: str = ""
+    lines: int = 0
+
+
+@dataclass
+class ReadResult:
+    """Everything the reader saw: valid events, quarantined lines, and lines filtered before parsing."""
+
+    events: pl.DataFrame
+    quarantine: list[QuarantinedLine] = field(default_factory=list)
+    inputs: list[InputFile] = field(default_factory=list)
+    lines_read: int = 0
+    blank_lines: int = 0
+    oversized: list[tuple[str, int, int]] = field(default_factory=list)  # (source, line, bytes)
+
+    @property
+    def quarantined(self) -> int:
+        return len(self.quarantine)
+
+
+def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """Files, folders (searched recursively for capture logs), globs and fsspec URLs -> a sorted, unique file list."""
+    out: list[str] = []
+    for raw in paths:
+        p = str(raw)
+        if "://" in p and not p.startswith("file://"):
+            out.extend(_expand_url(p))
+            continue
+        p = p.removeprefix("file://")
+        if any(ch in p for ch in "*?["):
+            matches = sorted(m for m in globlib.glob(p, recursive=True) if os.path.isfile(m))
+            if not matches:
+                raise FileNotFoundError(f"{p}: the pattern matches no file")
+            out.extend(matches)
+        elif os.path.isdir(p):
+            found = sorted(str(f) for f in Path(p).rglob("*") if f.is_file() and _is_capture_file(f.name))
+            if not found:
+                raise FileNotFoundError(f"{p}: folder holds no capture log ({', '.join(INPUT_SUFFIXES)})")
+            out.extend(found)
+        elif os.path.isfile(p):
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such file, folder or pattern")
+    seen: set[str] = set()
+    return [p for p in out if not (p in seen or seen.add(p))]
+
+
+def _is_capture_file(name: str) -> bool:
+    return name.endswith(INPUT_SUFFIXES) and not name.endswith(".turns.jsonl")
+
+
+def _expand_url(url: str) -> list[str]:
+    import fsspec
+
+    fs, _, paths = fsspec.get_fs_token_paths(url)
+    if any(ch in url for ch in "*?["):
+        return sorted(fs.unstrip_protocol(p) for p in paths)
+    if fs.isdir(paths[0]):
+        return sorted(fs.unstrip_protocol(p) for p in fs.find(paths[0]) if _is_capture_file(p))
+    return [url]
+
+
+def _open_binary(path: str):
+    if "://" in path and not path.startswith("file://"):
+        import fsspec
+
+        f = fsspec.open(path, "rb").open()
+    else:
+        f = open(path.removeprefix("file://"), "rb")
+    if path.endswith(".gz"):
+        return gzip.GzipFile(fileobj=f)
+    if path.endswith(".zst"):
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(f, closefd=True)
+    return f
+
+
+def iter_line_blocks(path: str, block_bytes: int = BLOCK_BYTES) -> Iterator[list[bytes]]:
+    """Lines of a (possibly compressed, possibly remote) file, in blocks of about `block_bytes`."""
+    with _open_binary(path) as f:
+        rest = b""
+        while True:
+            chunk = f.read(block_bytes)
+            if not chunk:
+                break
+            chunk = rest + chunk
+            cut = chunk.rfind(b"\n")
+            if cut < 0:
+                rest = chunk
+                continue
+            rest = chunk[cut + 1:]
+            yield chunk[:cut].split(b"\n")
+        if rest:
+            yield [rest]
+
+
+def _raw_text(line: bytes, limit: int = 100_000) -> str:
+    # The quarantine file keeps the raw line; bytes that are not UTF-8 survive as \x.. escapes.
+    text = line[:limit].decode("utf-8", errors="backslashreplace")
+    return text if len(line) <= limit else text + f"...[{len(line) - limit} more bytes]"
+
+
+class _BlockParser:
+    """Checks lines one by one, then parses the valid ones as one NDJSON batch."""
+
+    def __init__(self, source: str, max_line_bytes: int, result: ReadResult):
+        self.source = source
+        self.max_line_bytes = max_line_bytes
+        self.result = result
+
+    def parse(self, lines: list[bytes], first_line: int) -> pl.DataFrame | None:
+        valid: list[bytes] = []
+        ts: list[int] = []
+        params: list[str | None] = []
+        extras: list[str | None] = []
+        line_nos: list[int] = []
+        loads = orjson.loads
+        quarantine = self.result.quarantine
+        for i, line in enumerate(lines):
+            n = first_line + i
+            if len(line) > self.max_line_bytes:
+                self.result.oversized.append((self.source, n, len(line)))
+                continue
+            if not line.strip():
+                self.result.blank_lines += 1
+                continue
+            try:
+                obj = loads(line)
+            except orjson.JSONDecodeError as exc:
+                reason = "not valid UTF-8" if "utf-8" in str(exc).lower() else f"not valid JSON ({exc})"
+                quarantine.append(QuarantinedLine(self.source, n, "$", reason, _raw_text(line)))
+                continue
+            err = check_event(obj)
+            if err[0] is not None:
+                quarantine.append(QuarantinedLine(self.source, n, err[0], err[1], _raw_text(line)))
+                continue
+            valid.append(line)
+            ts.append(err[2])
+            line_nos.append(n)
+            params.append(orjson.dumps(obj["params"]).decode() if obj.get("params") is not None else None)
+            extra = obj.keys() - _KNOWN_FIELDS
+            extras.append(orjson.dumps({k: obj[k] for k in sorted(extra)}).decode() if extra else None)
+        return self._table(valid, ts, params, extras, line_nos)
+
+    def add_rows(self, rows: list[dict], first_line: int) -> pl.DataFrame | None:
+        """Parquet rows (already decoded): the same checks, then the same NDJSON batch path."""
+        lines = []
+        for row in rows:
+            row = {k: v for k, v in row.items() if v is not None}
+            if "ts" in row and hasattr(row["ts"], "timestamp"):
+                dt = row["ts"]
+                row["ts"] = int(dt.timestamp() * 1000) if dt.tzinfo else int(dt.replace(tzinfo=_UTC).timestamp() * 1000)
+            lines.append(orjson.dumps(row, default=str))
+        return self.parse(lines, first_line)
+
+    def _table(self, valid, ts, params, extras, line_nos) -> pl.DataFrame | None:
+        if not valid:
+            return None
+        df = pl.read_ndjson(io.BytesIO(b"\n".join(valid)), schema=NDJSON_SCHEMA)
+        return df.select(
+            "type", "event_id",
+            pl.Series("ts", ts, dtype=pl.Int64),
+            "user_id", "session_id", "tenant", "tags", "request_id", "generation_id", "messages", "output",
+            "edited_output",
+            pl.col("model").struct.field("base").alias("model_base"),
+            pl.col("model").struct.field("revision").alias("model_revision"),
+            pl.col("model").struct.field("adapter").alias("model_adapter"),
+            pl.col("value").cast(pl.Int8), "comment", "new_request_id",
+            pl.Series("params", params, dtype=pl.String),
+            pl.Series("extra", extras, dtype=pl.String),
+            pl.lit(self.source, dtype=pl.String).alias("source"),
+            pl.Series("line", line_nos, dtype=pl.Int64),
+        )
+
+
+from datetime import timezone as _tz  # noqa: E402
+
+_UTC = _tz.utc
+_KNOWN_FIELDS = frozenset(
+    ["event_id", "type", "ts", "session_id", "user_id", "tenant", "tags", "generation_id", "request_id",
+     "messages", "output", "model", "params", "edited_output", "value", "comment", "new_request_id"]
+)
+
+
+def empty_events() -> pl.DataFrame:
+    schema = {
+        "type": pl.String, "event_id": pl.String, "ts": pl.Int64, "user_id": pl.String, "session_id": pl.String,
+        "tenant": pl.String, "tags": pl.List(pl.String), "request_id": pl.String, "generation_id": pl.String,
+        "messages": pl.List(MESSAGE), "output": pl.String, "edited_output": pl.String, "model_base": pl.String,
+        "model_revision": pl.String, "model_adapter": pl.String, "value": pl.Int8, "comment": pl.String,
+        "new_request_id": pl.String, "params": pl.String, "extra": pl.String, "source": pl.String,
+        "line": pl.Int64,
+    }
+    return pl.DataFrame(schema=schema)
+
+
+def read_events(
+    paths: Iterable[str | os.PathLike] | str,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    hash_inputs: bool = True,
+    progress=None,
+) -> ReadResult:
+    """Read every input; return valid events (one row each, in input order), quarantined lines and counts."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files = expand_inputs(paths)
+    result = ReadResult(events=empty_events())
+    frames: list[pl.DataFrame] = []
+    for path in files:
+        info = InputFile(path=path)
+        parser = _BlockParser(path, max_line_bytes, result)
+        hasher = _hash_file(path) if hash_inputs else None
+        if path.endswith(".parquet"):
+            frames.extend(_read_parquet(path, parser, info))
+        else:
+            for lines in iter_line_blocks(path):
+                df = parser.parse(lines, info.lines + 1)
+                info.lines += len(lines)
+                if df is not None:
+                    frames.append(df)
+                if progress is not None:
+                    progress(len(lines))
+        info.sha256 = hasher() if hasher else ""
+        result.lines_read += info.lines
+        result.inputs.append(info)
+    if frames:
+        result.events = pl.concat(frames, how="vertical", rechunk=True)
+    return result
+
+
+def _hash_file(path: str):
+    from flywheel.files import sha256_file
+
+    if "://" in path and not path.startswith("file://"):
+        import hashlib
+
+        def remote() -> str:
+            h = hashlib.sha256()
+            with _open_binary_raw(path) as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            return h.hexdigest()
+
+        return remote
+    return lambda: sha256_file(path.removeprefix("file://"))
+
+
+def _open_binary_raw(path: str):
+    import fsspec
+
+    return fsspec.open(path, "rb").open()
+
+
+def _read_parquet(path: str, parser: _BlockParser, info: InputFile) -> Iterator[pl.DataFrame]:
+    import pyarrow.parquet as pq
+
+    with _open_binary_raw(path) if "://" in path else open(path, "rb") as f:
+        pf = pq.ParquetFile(f)
+        for batch in pf.iter_batches(batch_size=65536):
+            rows = batch.to_pylist()
+            df = parser.add_rows(rows, info.lines + 1)
+            info.lines += len(rows)
+            if df is not None:
+                yield df
+
+
+def load_events(paths: Iterable[str | os.PathLike] | str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> pl.DataFrame:
+    """All valid capture events of `paths` as one Polars DataFrame, one row per event, in input order.
+
+    Invalid lines are skipped (use `read_events` or `data.validate.validate_paths` to see them); duplicates are
+    *not* removed here (see `dedupe_events`), forget requests are *not* applied.
+
+    Columns (null where the event type has no such field):
+      type            str   generation | edit | regenerate | accept | rating | rephrase | abandon | forget
+      event_id        str   idempotency key
+      ts              i64   milliseconds since the Unix epoch, UTC (RFC 3339 strings are converted)
+      user_id         str
+      session_id      str
+      tenant          str   nullable
+      tags            list[str]  nullable
+      request_id      str   generation, rephrase, abandon (the turn; regenerations share it)
+      generation_id   str   generation and the feedback on it (edit, regenerate, accept, rating)
+      messages        list[struct{role: str, content: str}]   generation only; ends with the user's turn
+      output          str   generation only
+      edited_output   str   edit only
+      model_base      str   generation only (model.base)
+      model_revision  str   generation only, nullable
+      model_adapter   str   generation only, nullable (null = the base model without adapter)
+      value           i8    rating only: +1 or -1
+      comment         str   rating only, nullable
+      new_request_id  str   rephrase only: the turn that replaced `request_id`
+      params          str   generation's `params` as JSON text, nullable
+      extra           str   fields outside the v1 contract, as a JSON object text, nullable
+      source          str   input file
+      line            i64   1-based line (or Parquet row) number in `source`
+
+    Feedback rows carry no model: join them to their generation on `generation_id` (or `request_id` for
+    rephrase/abandon) to attribute them to a model version, e.g. per-model accept/edit/regenerate rates.
+    """
+    return read_events(paths, max_line_bytes=max_line_bytes, hash_inputs=False).events
+
+
+__all__ = [
+    "EVENT_TYPES", "EVENT_COLUMNS", "ReadResult", "QuarantinedLine", "InputFile", "expand_inputs", "read_events",
+    "load_events", "empty_events",
+]

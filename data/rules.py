@@ -1,0 +1,262 @@
+"""The spec's rules as steps over Polars tables: events -> linked events -> SFT/DPO/KTO example tables.
+
+Every step is a small function that returns its output and reports, per named reason, which event rows (`row`, the
+event's position in the read) it dropped. `data.build` runs them in order and does the accounting.
+Example tables carry `src`, the list of event rows each example was built from, so that every event that ends up
+in no example can be given the reason why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+ASSISTANT = "assistant"
+META_COLUMNS = ["signal", "request_id", "session_id", "user_id", "tenant", "tags", "ts", "generation_id",
+                "model_base", "model_adapter"]
+
+
+@dataclass
+class Drops:
+    """Event rows dropped by one step, by reason (reasons in the order the step reports them)."""
+
+    frames: list[pl.DataFrame] = field(default_factory=list)
+
+    def add(self, rows: pl.Series | pl.DataFrame, reason: str) -> None:
+        if isinstance(rows, pl.DataFrame):
+            rows = rows["row"]
+        if len(rows):
+            self.frames.append(rows.cast(pl.UInt32).rename("row").to_frame()
+                               .with_columns(reason=pl.lit(reason, pl.String)))
+
+
+def split_off(df: pl.DataFrame, mask: pl.Expr, reason: str, drops: Drops) -> pl.DataFrame:
+    """Remove the rows matching `mask` from `df`, recording them under `reason`."""
+    mask = mask.fill_null(False)
+    gone = df.filter(mask)
+    drops.add(gone, reason)
+    return df.filter(~mask)
+
+
+def _latest_first(df: pl.DataFrame) -> pl.DataFrame:
+    return df.sort(["ts", "row"], descending=[True, True])
+
+
+def dedupe_events(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Same event_id twice: same content -> duplicate (first kept); other content -> all copies conflict.
+
+    Returns (kept events, duplicate rows, conflicting rows)."""
+    dup_mask = pl.col("event_id").is_duplicated()
+    dups = events.filter(dup_mask)
+    if dups.is_empty():
+        empty = events.head(0)
+        return events, empty, empty
+    content = [c for c in events.columns if c not in ("row", "source", "line")]
+    dups = dups.with_columns(_h=pl.struct(content).hash(7))
+    n_versions = dups.group_by("event_id").agg(pl.col("_h").n_unique().alias("_v"))
+    dups = dups.join(n_versions, on="event_id")
+    conflicting = dups.filter(pl.col("_v") > 1).drop("_h", "_v")
+    same = dups.filter(pl.col("_v") == 1).sort("row")
+    repeated = same.filter(pl.int_range(pl.len()).over("event_id") > 0).drop("_h", "_v")
+    gone = pl.concat([conflicting["row"], repeated["row"]])
+    return events.filter(~pl.col("row").is_in(gone.implode())), repeated, conflicting
+
+
+def link_events(events: pl.DataFrame, drops: Drops) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Tie feedback to its generation; set aside orphans and a second generation claiming a known id.
+
+    Adds `gen_user` and `gen_tenant` (the owner of the generation a row is about) to every row.
+    Returns (linked events, orphans)."""
+    gens = events.filter(pl.col("type") == "generation").sort("ts", "row")
+    second = gens.filter(pl.col("generation_id").is_duplicated() & ~pl.col("generation_id").is_first_distinct())
+    drops.add(second, "duplicate_generation_id")
+    events = events.filter(~pl.col("row").is_in(second["row"].implode()))
+    gens = gens.filter(~pl.col("row").is_in(second["row"].implode()))
+
+    by_gen = gens.select("generation_id", pl.col("user_id").alias("gen_user"), pl.col("tenant").alias("gen_tenant"),
+                         pl.col("request_id").alias("gen_request"))
+    by_req = (gens.group_by("request_id").agg(pl.col("user_id").first().alias("req_user"),
+                                             pl.col("tenant").first().alias("req_tenant")))
+    events = events.join(by_gen, on="generation_id", how="left").join(by_req, on="request_id", how="left")
+    on_gen = pl.col("type").is_in(["edit", "regenerate", "accept", "rating"])
+    on_req = pl.col("type").is_in(["rephrase", "abandon"])
+    orphan = (on_gen & pl.col("gen_user").is_null()) | (on_req & pl.col("req_user").is_null())
+    orphans = events.filter(orphan.fill_null(False)).drop("gen_user", "gen_tenant", "gen_request", "req_user",
+                                                          "req_tenant")
+    events = split_off(events, orphan, "orphan", drops)
+    events = events.with_columns(
+        gen_user=pl.when(on_req).then(pl.col("req_user")).otherwise(pl.col("gen_user")).fill_null(pl.col("user_id")),
+        gen_tenant=pl.when(pl.col("type") == "generation").then(pl.col("tenant"))
+        .when(on_req).then(pl.col("req_tenant")).when(on_gen).then(pl.col("gen_tenant"))
+        .otherwise(pl.col("tenant")),
+    ).drop("req_user", "req_tenant", "gen_request")
+    return events, orphans
+
+
+def apply_forget(events: pl.DataFrame, drops: Drops) -> tuple[pl.DataFrame, pl.DataFrame, set[str]]:
+    """Remove every event of a user who asked to be forgotten, and feedback about their generations.
+
+    Returns (remaining events without forget rows, the forget rows themselves, forgotten users)."""
+    forget_rows = events.filter(pl.col("type") == "forget")
+    forgotten = forget_rows["user_id"].unique()
+    events = events.filter(pl.col("type") != "forget")
+    gone = pl.col("user_id").is_in(forgotten.implode()) | pl.col("gen_user").is_in(forgotten.implode())
+    events = split_off(events, gone, "forgotten_user", drops)
+    return events, forget_rows, set(forgotten.to_list())
+
+
+def tenants_of(events: pl.DataFrame) -> dict[str | None, int]:
+    counts = events.group_by("gen_tenant").len()
+    return {r["gen_tenant"]: r["len"] for r in counts.iter_rows(named=True)}
+
+
+def supersede(events: pl.DataFrame, drops: Drops) -> pl.DataFrame:
+    """One signal of each kind per target: the latest edit/rating/accept/regenerate of a generation counts, the
+    latest rephrase/abandon of a request counts; the earlier ones are dropped as superseded."""
+    ordered = _latest_first(events)
+    target = pl.when(pl.col("type").is_in(["rephrase", "abandon"])).then(pl.col("request_id")) \
+        .otherwise(pl.col("generation_id"))
+    ordered = ordered.with_columns(_target=target)
+    later = (pl.col("type") != "generation") & (pl.int_range(pl.len()).over("type", "_target") > 0)
+    stale = ordered.filter(later)
+    for t in stale["type"].unique().sort().to_list():
+        drops.add(stale.filter(pl.col("type") == t), f"superseded_{t}")
+    return events.filter(~pl.col("row").is_in(stale["row"].implode()))
+
+
+def generation_table(events: pl.DataFrame) -> pl.DataFrame:
+    """One row per generation, with the (latest) feedback on it and the turn-level signals of its request."""
+    gens = events.filter(pl.col("type") == "generation").select(
+        "row", "generation_id", "request_id", "messages", "output", "model_base", "model_adapter", "user_id",
+        "session_id", pl.col("gen_tenant").alias("tenant"), "tags", "ts")
+
+    def feedback(t: str, *cols: pl.Expr | str) -> pl.DataFrame:
+        return events.filter(pl.col("type") == t).select("generation_id", pl.col("row").alias(f"{t}_row"),
+                                                          pl.col("ts").alias(f"{t}_ts"), *cols)
+
+    gens = (gens.join(feedback("edit", "edited_output"), on="generation_id", how="left")
+            .join(feedback("accept"), on="generation_id", how="left")
+            .join(feedback("regenerate"), on="generation_id", how="left")
+            .join(feedback("rating", "value"), on="generation_id", how="left"))
+    # Turn-level: the last generation of a request is the one a rephrase or an abandon judges.
+    gens = gens.with_columns(
+        is_last=(pl.int_range(pl.len()).sort_by(["ts", "row"], descending=[True, True]).over("request_id") == 0))
+    for t in ("rephrase", "abandon"):
+        turn = events.filter(pl.col("type") == t).select("request_id", pl.col("row").alias(f"{t}_row"))
+        gens = gens.join(turn, on="request_id", how="left").with_columns(
+            pl.when(pl.col("is_last")).then(pl.col(f"{t}_row")).alias(f"{t}_row"))
+    return gens
+
+
+def _assistant(text: pl.Expr) -> pl.Expr:
+    return pl.struct(role=pl.lit(ASSISTANT), content=text)
+
+
+def _meta(signal: str | pl.Expr, prefix: str = "") -> list[pl.Expr]:
+    sig = pl.lit(signal) if isinstance(signal, str) else signal
+    return [sig.alias("signal"), pl.col("request_id"), pl.col("session_id"), pl.col("user_id"), pl.col("tenant"),
+            pl.col("tags"), pl.col(f"{prefix}ts").alias("ts"), pl.col(f"{prefix}generation_id").alias("generation_id"),
+            pl.col(f"{prefix}model_base").alias("model_base"), pl.col(f"{prefix}model_adapter").alias("model_adapter")]
+
+
+def _src(*cols: str) -> pl.Expr:
+    return pl.concat_list([pl.col(c).cast(pl.UInt32) for c in cols]).list.drop_nulls().alias("src")
+
+
+def final_answers(gens: pl.DataFrame) -> pl.DataFrame:
+    """The final answer of each turn: the accepted generation (latest accept) or, without an accept, the last
+    edited one; its text is the (latest) edit if there is one, else the output."""
+    cands = gens.filter(pl.col("accept_row").is_not_null() | pl.col("edit_row").is_not_null())
+    cands = cands.with_columns(
+        _accepted=pl.col("accept_row").is_not_null(),
+        _when=pl.when(pl.col("accept_row").is_not_null()).then(pl.col("accept_ts")).otherwise(pl.col("edit_ts")),
+    ).sort(["_accepted", "_when", "row"], descending=[True, True, True])
+    finals = cands.unique(subset="request_id", keep="first", maintain_order=True).drop("_accepted", "_when")
+    return finals.with_columns(
+        final_text=pl.coalesce("edited_output", "output"),
+        final_is_edit=pl.col("edited_output").is_not_null(),
+    )
+
+
+def sft_examples(finals: pl.DataFrame) -> pl.DataFrame:
+    return finals.select(
+        pl.concat_list(pl.col("messages"), _assistant(pl.col("final_text"))).alias("messages"),
+        *_meta("final"),
+        _src("row", "accept_row", "edit_row"),
+        pl.col("messages").alias("_prompt"),
+        pl.col("final_text").alias("_text"),
+    )
+
+
+def dpo_examples(gens: pl.DataFrame, finals: pl.DataFrame) -> pl.DataFrame:
+    """Edit pairs (edited over original) and regeneration rankings (final answer over each regenerated-away
+    generation of the turn, plus the original over them when the final answer is an edit). `_rank` orders pairs
+    within a turn for the per-turn cap."""
+    edits = gens.filter(pl.col("edit_row").is_not_null()).select(
+        pl.col("messages").alias("prompt"),
+        pl.concat_list(_assistant(pl.col("edited_output"))).alias("chosen"),
+        pl.concat_list(_assistant(pl.col("output"))).alias("rejected"),
+        *_meta("edit"),
+        _src("row", "edit_row"),
+        pl.col("edited_output").alias("_chosen_text"), pl.col("output").alias("_rejected_text"),
+        pl.lit(None, pl.Int64).alias("_rank"),
+    )
+    f = finals.select("request_id", "messages", "final_text", "final_is_edit", "output",
+                      pl.col("generation_id").alias("f_gen"), pl.col("row").alias("f_row"),
+                      pl.col("accept_row").alias("f_accept"), pl.col("edit_row").alias("f_edit"))
+    away = gens.filter(pl.col("regenerate_row").is_not_null()).select(
+        "request_id", "session_id", "user_id", "tenant", "tags",
+        pl.col("ts").alias("r_ts"), pl.col("generation_id").alias("r_generation_id"),
+        pl.col("model_base").alias("r_model_base"), pl.col("model_adapter").alias("r_model_adapter"),
+        pl.col("output").alias("r_output"), pl.col("row").alias("r_row"), "regenerate_row")
+    pairs = away.join(f, on="request_id", how="inner").filter(pl.col("r_generation_id") != pl.col("f_gen"))
+    over_final = pairs.select(
+        pl.col("messages").alias("prompt"),
+        pl.concat_list(_assistant(pl.col("final_text"))).alias("chosen"),
+        pl.concat_list(_assistant(pl.col("r_output"))).alias("rejected"),
+        *_meta("regenerate", prefix="r_"),
+        _src("f_row", "f_accept", "f_edit", "r_row", "regenerate_row"),
+        pl.col("final_text").alias("_chosen_text"), pl.col("r_output").alias("_rejected_text"),
+        (pl.col("r_ts") * -1).alias("_rank"),
+    )
+    over_original = pairs.filter(pl.col("final_is_edit")).select(
+        pl.col("messages").alias("prompt"),
+        pl.concat_list(_assistant(pl.col("output"))).alias("chosen"),
+        pl.concat_list(_assistant(pl.col("r_output"))).alias("rejected"),
+        *_meta("regenerate", prefix="r_"),
+        _src("f_row", "f_accept", "f_edit", "r_row", "regenerate_row"),
+        pl.col("output").alias("_chosen_text"), pl.col("r_output").alias("_rejected_text"),
+        (pl.col("r_ts") * -1 + (1 << 50)).alias("_rank"),  # after every final-answer pair of the turn
+    )
+    out = pl.concat([edits, over_final, over_original], how="vertical_relaxed")
+    return out.with_columns(pl.col("prompt").alias("_prompt"), pl.col("_chosen_text").alias("_text"))
+
+
+def kto_examples(gens: pl.DataFrame) -> pl.DataFrame:
+    """One row per judged generation: desirable (accepted unedited, +1) or undesirable (-1, regenerated away,
+    last output before a rephrase or an abandon). A generation with signals both ways is returned with
+    `_conflict` set so the caller drops it with a reason."""
+    accepted_plain = pl.col("accept_row").is_not_null() & pl.col("edit_row").is_null()
+    good = accepted_plain | (pl.col("value") == 1)
+    bad = ((pl.col("value") == -1) | pl.col("regenerate_row").is_not_null() | pl.col("rephrase_row").is_not_null()
+           | pl.col("abandon_row").is_not_null())
+    judged = gens.with_columns(_good=good.fill_null(False), _bad=bad.fill_null(False)).filter(
+        pl.col("_good") | pl.col("_bad"))
+    signal = (pl.when(pl.col("value").is_not_null()).then(pl.lit("rating"))
+              .when(pl.col("_good")).then(pl.lit("accept"))
+              .when(pl.col("regenerate_row").is_not_null()).then(pl.lit("regenerate"))
+              .when(pl.col("rephrase_row").is_not_null()).then(pl.lit("rephrase"))
+              .otherwise(pl.lit("abandon")))
+    return judged.select(
+        pl.col("messages").alias("prompt"),
+        pl.concat_list(_assistant(pl.col("output"))).alias("completion"),
+        pl.col("_good").alias("label"),
+        *_meta(signal),
+        pl.concat_list([pl.col(c).cast(pl.UInt32) for c in ("row", "accept_row", "rating_row", "regenerate_row",
+                                                            "rephrase_row", "abandon_row")])
+        .list.drop_nulls().alias("src"),
+        (pl.col("_good") & pl.col("_bad")).alias("_conflict"),
+        pl.col("messages").alias("_prompt"),
+        pl.col("output").alias("_text"),
+    )

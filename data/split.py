@@ -1,0 +1,56 @@
+"""Train/test split without leakage.
+
+The unit (user or session) is hashed with a seed to a number in [0, 1); units below `test_fraction` are held out.
+All examples of a unit land on one side, so (splitting by user) no user, session or turn is on both sides. With a
+time cutoff, test examples must also be at/after it and train examples before it; the rest are dropped
+(`split_time_cutoff`). Last, a training example whose prompt also occurs in the test split is removed
+(`prompt_in_test`), across SFT, DPO and KTO.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import polars as pl
+
+from data.config import BuildConfig
+from data.filters import mark
+from data.records import parse_ts
+
+
+def stable_fraction(key: str, seed: int) -> float:
+    """A number in [0, 1) from a key, the same on every machine and Python version (not Python's hash())."""
+    digest = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def cutoff_ms(value: str | int | None) -> int | None:
+    if value is None:
+        return None
+    ms = parse_ts(value)
+    if ms is None:
+        raise ValueError(f"time_cutoff: expected integer milliseconds or an RFC 3339 date-time, got {value!r}")
+    return ms
+
+
+def assign_split(tables: dict[str, pl.DataFrame], cfg: BuildConfig) -> dict[str, pl.DataFrame]:
+    unit = "user_id" if cfg.split_by == "user" else "session_id"
+    units = pl.concat([t.select(unit) for t in tables.values()]).unique()[unit].to_list()
+    test_units = [u for u in units if stable_fraction(u, cfg.split_seed) < cfg.test_fraction]
+    test_set = pl.Series(test_units, dtype=pl.String).implode()
+    cut = cutoff_ms(cfg.time_cutoff)
+    out = {}
+    for kind, df in tables.items():
+        df = df.with_columns(split=pl.when(pl.col(unit).is_in(test_set)).then(pl.lit("test"))
+                             .otherwise(pl.lit("train")))
+        if cut is not None:
+            wrong_side = ((pl.col("split") == "test") & (pl.col("ts") < cut)) | (
+                (pl.col("split") == "train") & (pl.col("ts") >= cut))
+            df = mark(df, wrong_side, "split_time_cutoff")
+        out[kind] = df
+    if cfg.remove_test_prompts_from_train:
+        test_prompts = pl.concat([t.filter(pl.col("drop").is_null() & (pl.col("split") == "test"))["_pk"]
+                                  for t in out.values()]).unique().implode()
+        out = {k: mark(t, (pl.col("split") == "train") & pl.col("_pk").is_in(test_prompts), "prompt_in_test")
+               for k, t in out.items()}
+    return out
