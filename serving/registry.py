@@ -296,7 +296,7 @@ class Registry:
         if not self.storage.exists(path):
             raise RegistryError(f"{self.storage.url}: no version {name!r}")
         entry = json.loads(self.storage.read_text(path))
-        entry["path"] = self.storage.join("versions", name, "adapter")
+        entry["path"] = self.storage.url_for(self.storage.join("versions", name, "adapter"))
         return entry
 
     def current(self, alias: str) -> dict[str, Any]:
@@ -317,6 +317,16 @@ class Registry:
         return bad
 
     # writes (callers hold the lock)
+    def sweep_temporaries(self) -> list[str]:
+        """Remove what killed writers left half-made (dot-named temporaries); safe only under the lock."""
+        removed = []
+        for folder in ("versions", "aliases", "serving"):
+            for name in self.storage.listdir(self.storage.join(folder)):
+                if name.startswith(".") and (".tmp" in name or ".old-" in name):
+                    self.storage.remove(self.storage.join(folder, name))
+                    removed.append(f"{folder}/{name}")
+        return removed
+
     def _write_alias(self, state: dict[str, Any]) -> None:
         # The one write that moves the alias: a rename of a complete file over the old one.
         self.storage.write_text(self.alias_file(state["alias"]), json.dumps(state, indent=2, default=str) + "\n")
@@ -411,6 +421,7 @@ def promote(
         if refusals and not force:
             raise PromotionRefused(refusals, hint="(--force --reason TEXT overrides and records it in the history)")
 
+        reg.sweep_temporaries()
         taken = [int(n.rsplit("-v", 1)[1]) for n in reg.version_names(alias)]
         taken += [int(e["to"].rsplit("-v", 1)[1]) for e in state["history"] if e.get("to")]
         number = max(taken, default=0) + 1

@@ -71,6 +71,17 @@ class LocalStorage:
 
     def write_text(self, path: str, text: str) -> None:
         write_text_atomic(path, text)
+        os.chmod(path, 0o644)  # mkstemp makes 0600; the serving host may run as another user
+
+    def remove(self, path: str) -> None:
+        p = Path(path)
+        if p.is_dir():
+            for c in [p, *p.rglob("*")]:  # entries are read-only; rmtree needs write on folders
+                if c.is_dir():
+                    c.chmod(0o755)
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
 
     def listdir(self, path: str) -> list[str]:
         p = Path(path)
@@ -90,11 +101,14 @@ class LocalStorage:
                 else:
                     shutil.copyfile(src, target)
             for p in tmp.rglob("*"):  # entries are immutable: make that visible to anyone who opens them
-                if p.is_file():
-                    p.chmod(0o444)
+                p.chmod(0o444 if p.is_file() else 0o755)
+            tmp.chmod(0o755)
 
     def local_path(self, path: str) -> Path | None:
         return Path(path)
+
+    def url_for(self, path: str) -> str:
+        return path
 
     @contextlib.contextmanager
     def lock(self, timeout_s: float = 600.0) -> Iterator[None]:
@@ -133,6 +147,9 @@ class FsspecStorage:
         self.fs.pipe_file(tmp, text.encode())
         self.fs.mv(tmp, path)
 
+    def remove(self, path: str) -> None:
+        self.fs.rm(path, recursive=True)
+
     def listdir(self, path: str) -> list[str]:
         if not self.fs.exists(path):
             return []
@@ -153,6 +170,10 @@ class FsspecStorage:
 
     def local_path(self, path: str) -> Path | None:
         return Path(path) if self.protocol in ("file", "local") else None
+
+    def url_for(self, path: str) -> str:
+        """What a reader outside this process opens: a plain path for local files, else the full URL."""
+        return path if self.protocol in ("file", "local") else self.fs.unstrip_protocol(path)
 
     @contextlib.contextmanager
     def lock(self, timeout_s: float = 600.0) -> Iterator[None]:
