@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flywheel.files import sha256_file
+from flywheel.files import file_hashes, sha256_file, sha256_json
 
 BUILD_KIND = "flywheel.dataset_build"
 SUPPORTED_FORMAT_VERSIONS = (1,)
@@ -104,7 +104,22 @@ def check_build(source: DataSource, kind: str) -> CheckedBuild:
         )
     if not (source.path / kind).is_dir():
         raise BuildError(f"{source.path}: manifest lists {kind} examples but the folder {source.path / kind} is missing")
+    expected = ((manifest.get("outputs") or {}).get(kind) or {}).get("sha256")
+    if expected and data_files_sha256(source.path / kind) != expected:
+        raise BuildError(
+            f"{source.path / kind}: its data files no longer match the sha256 in {manifest_path} "
+            f"(outputs.{kind}); the folder changed after it was built: rebuild it"
+        )
     return CheckedBuild(source, manifest, sha256_file(manifest_path))
+
+
+def data_files_sha256(dataset_dir: Path) -> str:
+    """The build's hash of a DatasetDict folder: its Arrow data files (as `data.build` computes it).
+
+    `datasets` cache files (`cache-*.arrow`) that another tool's `.map()` may have left beside the data do not count.
+    """
+    hashes = file_hashes(dataset_dir, "**/*.arrow")
+    return sha256_json({k: v for k, v in hashes.items() if not Path(k).name.startswith("cache-")})
 
 
 def load_training_data(data: list[Any], kind: str, seed: int, with_test: bool = True):
@@ -118,7 +133,8 @@ def load_training_data(data: list[Any], kind: str, seed: int, with_test: bool = 
     builds = [check_build(source, kind) for source in parse_data_sources(data)]
     train_parts, test_parts = [], []
     for build in builds:
-        dataset_dict = load_from_disk(str(build.source.path / kind))
+        # In memory: TRL's tokenising `.map()` would otherwise write cache files into the data stage's folder.
+        dataset_dict = load_from_disk(str(build.source.path / kind), keep_in_memory=True)
         if "train" not in dataset_dict:
             raise BuildError(f"{build.source.path / kind}: no `train` split (has: {', '.join(dataset_dict)})")
         train = _training_columns(dataset_dict["train"], kind, build.source.path)
