@@ -68,7 +68,9 @@ class BuildState:
     steps: list[dict] = field(default_factory=list)
     orphans: pl.DataFrame | None = None
     dedupe_rows: pl.Series | None = None
-    event_counts: dict[str, int] = field(default_factory=dict)  # unique valid events by type  # repeated and conflicting copies: counted as duplicate / quarantined
+    event_counts: dict[str, int] = field(default_factory=dict)  # unique valid events by type
+    texts: pl.DataFrame | None = None  # the full event table (texts redacted if asked), indexed by row
+    tenant_of_row: pl.DataFrame | None = None  # repeated and conflicting copies: counted as duplicate / quarantined
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -115,8 +117,14 @@ def build_datasets(
     examples = run_rules(state)
     manifest_base = account(state, examples)
     with atomic_dir(out) as tmp:
+        t1 = time.perf_counter()
         manifest = write_build(Path(tmp), state, examples, manifest_base)
-    state.timings["total"] = time.perf_counter() - t0
+        state.timings["write"] = time.perf_counter() - t1
+        state.timings["total"] = time.perf_counter() - t0
+        manifest["timings_s"] = {k: round(v, 3) for k, v in state.timings.items()}
+        from flywheel.files import write_json_atomic
+
+        write_json_atomic(Path(tmp) / "manifest.json", manifest)
     return manifest
 
 
@@ -132,13 +140,13 @@ def _timed(state: BuildState, name: str):
 
 
 def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
-    """Events -> example tables (with a `drop` column: null = kept, else the reason) and `split`."""
+    """Events -> example tables (event rows + keys; `drop`: null = kept, else the reason; `split`)."""
     cfg = state.config
-    events = state.read.events.with_row_index("row")
+    full = state.read.events.with_row_index("row")
     with _timed(state, "events"):
-        events, repeated, conflicting = rules.dedupe_events(events)
+        repeated, conflicting = rules.dedupe_events(full)
         state.duplicates = len(repeated)
-        state.dedupe_rows = pl.concat([repeated["row"], conflicting["row"]]).cast(pl.UInt32)
+        state.dedupe_rows = pl.concat([repeated, conflicting["row"]]).cast(pl.UInt32)
         for r in conflicting.iter_rows(named=True):
             state.quarantine.append(QuarantinedLine(
                 r["source"], r["line"], "event_id",
@@ -147,17 +155,24 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
         if cfg.strict and len(conflicting):
             r = conflicting.row(0, named=True)
             raise StrictModeError(f"{r['source']}:{r['line']}: event_id: conflicting duplicate {r['event_id']!r}")
+        events = full.select(rules.LIGHT_COLUMNS).filter(~pl.col("row").is_in(state.dedupe_rows.implode()))
         state.event_counts = dict(sorted(events.group_by("type").len().iter_rows()))
         events, state.orphans = rules.link_events(events, state.drops)
         events, forget_rows, _ = rules.apply_forget(events, state.drops)
         state.applied = forget_rows["row"]
         events = select_tenant(events, cfg, state.drops)
-        if cfg.redact:
+        events = rules.supersede(events, state.drops)
+    if cfg.redact:
+        with _timed(state, "redact"):
             from data.redact import redact_events
 
-            events, state.redactions = redact_events(events, cfg.redact)
-        events = rules.supersede(events, state.drops)
+            full, state.redactions = redact_events(full, events["row"], cfg.redact)
+    state.texts = full
     with _timed(state, "examples"):
+        from data import filters
+
+        features = filters.event_features(full)
+        meta = full.select("request_id", "session_id", "user_id", "ts")
         gens = rules.generation_table(events)
         finals = rules.final_answers(gens)
         tables = {
@@ -165,16 +180,16 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
             "dpo": rules.dpo_examples(gens, finals),
             "kto": rules.kto_examples(gens),
         }
-        tables = {k: v.with_columns(drop=pl.lit(None, pl.String)) for k, v in tables.items()}
+        tables = {k: rules.attach(v, features, meta, k) for k, v in tables.items()}
+        # The tenant of a turn is its generation's (feedback may omit it).
+        state.tenant_of_row = events.select("row", "gen_tenant")
     with _timed(state, "filters"):
-        from data import filters
-
-        tables = filters.apply_filters(tables, cfg)
+        tables = filters.apply_filters(tables, full, cfg)
     with _timed(state, "split"):
         from data.split import assign_split
 
         tables = assign_split(tables, cfg)
-    return {k: v for k, v in tables.items()}
+    return tables
 
 
 def select_tenant(events: pl.DataFrame, cfg: BuildConfig, drops: Drops) -> pl.DataFrame:
@@ -190,8 +205,9 @@ def select_tenant(events: pl.DataFrame, cfg: BuildConfig, drops: Drops) -> pl.Da
 
 
 def _row_json(r: dict) -> str:
-    return orjson.dumps({k: v for k, v in r.items() if k not in ("row", "source", "line") and v is not None},
-                        default=str).decode()
+    from data.events import event_to_dict
+
+    return orjson.dumps(event_to_dict(r)).decode()
 
 
 def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
@@ -248,10 +264,16 @@ def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
     return {"drops": drops, "accounting": accounting}
 
 
-def _arrow_schema(kind: str):
+def _message_list_type():
     import pyarrow as pa
 
-    msg = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    return pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+
+
+def arrow_schema(kind: str):
+    import pyarrow as pa
+
+    msg = _message_list_type()
     meta = [("signal", pa.string()), ("request_id", pa.string()), ("session_id", pa.string()),
             ("user_id", pa.string()), ("tenant", pa.string()), ("tags", pa.list_(pa.string())),
             ("ts", pa.int64()), ("generation_id", pa.string()), ("model_base", pa.string()),
@@ -262,19 +284,45 @@ def _arrow_schema(kind: str):
     return pa.schema(head + meta)
 
 
-def _to_dataset(df: pl.DataFrame, kind: str):
-    import datasets
+def _assistant(text: pl.Series) -> pl.Expr:
+    return pl.concat_list(pl.struct(role=pl.lit("assistant"), content=pl.lit(text)))
 
-    schema = _arrow_schema(kind)
-    table = df.select(schema.names).to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
-    return datasets.Dataset(table)
+
+def materialize(kind: str, df: pl.DataFrame, texts: pl.DataFrame, tenants: pl.DataFrame):
+    """Example rows (event row numbers) -> the Arrow table TRL reads: texts and metadata gathered by row."""
+    from data.filters import gather_text
+
+    meta_rows = df["meta_row"]
+    tenant = df.select("meta_row").join(tenants, left_on="meta_row", right_on="row", how="left",
+                                        maintain_order="left")["gen_tenant"]
+    meta = [
+        df["signal"], texts["request_id"].gather(meta_rows), texts["session_id"].gather(meta_rows),
+        texts["user_id"].gather(meta_rows), tenant.alias("tenant"), texts["tags"].gather(meta_rows),
+        texts["ts"].gather(meta_rows), texts["generation_id"].gather(meta_rows),
+        texts["model_base"].gather(meta_rows), texts["model_adapter"].gather(meta_rows),
+    ]
+    prompt = texts["messages"].gather(df["prompt_row"])
+    text = gather_text(texts, df["text_row"])
+    if kind == "sft":
+        head = [pl.select(pl.concat_list(pl.lit(prompt), pl.struct(role=pl.lit("assistant"), content=pl.lit(text)))
+                          ).to_series().alias("messages")]
+    elif kind == "dpo":
+        rejected = gather_text(texts, df["rejected_row"])
+        head = [prompt.alias("prompt"), pl.select(_assistant(text)).to_series().alias("chosen"),
+                pl.select(_assistant(rejected)).to_series().alias("rejected")]
+    else:
+        head = [prompt.alias("prompt"), pl.select(_assistant(text)).to_series().alias("completion"), df["label"]]
+    out = pl.DataFrame(head + [s.alias(n) for s, n in zip(meta, META_NAMES)])
+    schema = arrow_schema(kind)
+    return out.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
+
+
+META_NAMES = ["signal", "request_id", "session_id", "user_id", "tenant", "tags", "ts", "generation_id",
+              "model_base", "model_adapter"]
 
 
 def write_build(tmp: Path, state: BuildState, tables: dict[str, pl.DataFrame], base: dict) -> dict:
-    import datasets
-
-    datasets.disable_progress_bars()  # our own progress display is enough
-
+    from data.hfdisk import save_dataset_dict
     from flywheel.files import tree_sha256, write_json_atomic, write_text_atomic
 
     cfg = state.config
@@ -284,26 +332,26 @@ def write_build(tmp: Path, state: BuildState, tables: dict[str, pl.DataFrame], b
         t = tables[kind].filter(pl.col("drop").is_null())
         splits = {}
         for split in ("train", "test"):
-            part = t.filter(pl.col("split") == split).sort("ts", "request_id", "generation_id", "signal")
+            part = t.filter(pl.col("split") == split).sort("ts", "request_id", "meta_row", "signal", "text_row")
             if kind == "kto":
                 part = part.sample(fraction=1.0, shuffle=True, seed=cfg.shuffle_seed)
-            splits[split] = _to_dataset(part, kind)
-        dd = datasets.DatasetDict(splits)
-        # One shard per split, even an empty one: datasets writes no file for an empty split otherwise, and
-        # load_from_disk then fails on it.
-        dd.save_to_disk(str(tmp / kind), num_shards={s: 1 for s in splits})
-        examples[kind] = {s: len(d) for s, d in splits.items()}
+            splits[split] = materialize(kind, part, state.texts, state.tenant_of_row)
+        save_dataset_dict(splits, tmp / kind)
+        examples[kind] = {s: d.num_rows for s, d in splits.items()}
         outputs[kind] = {"sha256": tree_sha256(tmp / kind, pattern="**/*.arrow")}
 
     with open(tmp / "quarantine.jsonl", "wb") as f:
         for q in state.quarantine:
             f.write(orjson.dumps(q.to_dict()) + b"\n")
     with open(tmp / "orphans.jsonl", "wb") as f:
-        for r in (state.orphans.iter_rows(named=True) if state.orphans is not None else ()):
-            target = r["generation_id"] if r["generation_id"] is not None else r["request_id"]
-            f.write(orjson.dumps({"source": r["source"], "line": r["line"],
-                                  "reason": f"orphan: no input holds {target!r}",
-                                  "event": orjson.loads(_row_json(r))}) + b"\n")
+        if state.orphans is not None and len(state.orphans):
+            rows = state.texts.filter(pl.col("row").is_in(state.orphans["row"].implode()))
+            for r in rows.iter_rows(named=True):
+                target = r["generation_id"] if r["type"] in ("edit", "regenerate", "accept", "rating") \
+                    else r["request_id"]
+                f.write(orjson.dumps({"source": r["source"], "line": r["line"],
+                                      "reason": f"orphan: no input holds {target!r}",
+                                      "event": orjson.loads(_row_json(r))}) + b"\n")
     manifest = {
         "kind": "flywheel.dataset_build",
         "format_version": 1,

@@ -175,7 +175,9 @@ def _raw_text(line: bytes, limit: int = 100_000) -> str:
 
 
 class _BlockParser:
-    """Checks lines one by one, then parses the valid ones as one NDJSON batch."""
+    """Checks lines one by one and, in the same pass, appends each valid event's fields to flat column lists that
+    become Arrow arrays once per block (cheaper than a second parse: Polars' NDJSON reader spends most of its time
+    on the nested `messages`)."""
 
     def __init__(self, source: str, max_line_bytes: int, result: ReadResult):
         self.source = source
@@ -183,73 +185,119 @@ class _BlockParser:
         self.result = result
 
     def parse(self, lines: list[bytes], first_line: int) -> pl.DataFrame | None:
-        valid: list[bytes] = []
-        ts: list[int] = []
-        params: list[str | None] = []
-        extras: list[str | None] = []
-        line_nos: list[int] = []
+        cols: dict[str, list] = {name: [] for name in _FLAT}
+        a = {name: cols[name].append for name in _FLAT}
+        roles: list[str] = []
+        contents: list[str] = []
+        offsets = [0]
+        has_msgs: list[bool] = []
+        a_type, a_eid, a_ts, a_user, a_sess = a["type"], a["event_id"], a["ts"], a["user_id"], a["session_id"]
+        a_ten, a_tags, a_req, a_gen, a_out = a["tenant"], a["tags"], a["request_id"], a["generation_id"], a["output"]
+        a_edit, a_base, a_rev, a_adp, a_val = (a["edited_output"], a["model_base"], a["model_revision"],
+                                               a["model_adapter"], a["value"])
+        a_com, a_new, a_par, a_ext, a_line = a["comment"], a["new_request_id"], a["params"], a["extra"], a["line"]
         loads = orjson.loads
+        dumps = orjson.dumps
+        known = _KNOWN_FIELDS
         quarantine = self.result.quarantine
+        max_bytes = self.max_line_bytes
+        n_msgs = 0
         for i, line in enumerate(lines):
-            n = first_line + i
-            if len(line) > self.max_line_bytes:
-                self.result.oversized.append((self.source, n, len(line)))
-                continue
-            if not line.strip():
-                self.result.blank_lines += 1
+            if len(line) > max_bytes:
+                self.result.oversized.append((self.source, first_line + i, len(line)))
                 continue
             try:
                 obj = loads(line)
             except orjson.JSONDecodeError as exc:
+                if not line.strip():
+                    self.result.blank_lines += 1
+                    continue
                 reason = "not valid UTF-8" if "utf-8" in str(exc).lower() else f"not valid JSON ({exc})"
-                quarantine.append(QuarantinedLine(self.source, n, "$", reason, _raw_text(line)))
+                quarantine.append(QuarantinedLine(self.source, first_line + i, "$", reason, _raw_text(line)))
                 continue
-            err = check_event(obj)
-            if err[0] is not None:
-                quarantine.append(QuarantinedLine(self.source, n, err[0], err[1], _raw_text(line)))
+            field_, reason, ts = check_event(obj)
+            if field_ is not None:
+                quarantine.append(QuarantinedLine(self.source, first_line + i, field_, reason, _raw_text(line)))
                 continue
-            valid.append(line)
-            ts.append(err[2])
-            line_nos.append(n)
-            params.append(orjson.dumps(obj["params"]).decode() if obj.get("params") is not None else None)
-            extra = obj.keys() - _KNOWN_FIELDS
-            extras.append(orjson.dumps({k: obj[k] for k in sorted(extra)}).decode() if extra else None)
-        return self._table(valid, ts, params, extras, line_nos)
+            get = obj.get
+            t = obj["type"]
+            a_type(t)
+            a_eid(obj["event_id"])
+            a_ts(ts)
+            a_user(obj["user_id"])
+            a_sess(obj["session_id"])
+            a_ten(get("tenant"))
+            a_tags(get("tags"))
+            a_req(get("request_id"))
+            a_gen(get("generation_id"))
+            a_line(first_line + i)
+            if t == "generation":
+                a_out(obj["output"])
+                model = obj["model"]
+                a_base(model["base"])
+                a_rev(model.get("revision"))
+                a_adp(model.get("adapter"))
+                for m in obj["messages"]:
+                    roles.append(m["role"])
+                    contents.append(m["content"])
+                n_msgs += len(obj["messages"])
+                has_msgs.append(True)
+                params = get("params")
+                a_par(dumps(params).decode() if params is not None else None)
+            else:
+                a_out(None)
+                a_base(None)
+                a_rev(None)
+                a_adp(None)
+                has_msgs.append(False)
+                a_par(None)
+            offsets.append(n_msgs)
+            a_edit(get("edited_output"))
+            a_val(get("value"))
+            a_com(get("comment"))
+            a_new(get("new_request_id"))
+            if len(obj) > 8 and not known.issuperset(obj):
+                a_ext(dumps({k: obj[k] for k in sorted(obj.keys() - known)}).decode())
+            else:
+                a_ext(None)
+        if not cols["type"]:
+            return None
+        return self._table(cols, roles, contents, offsets, has_msgs)
 
     def add_rows(self, rows: list[dict], first_line: int) -> pl.DataFrame | None:
-        """Parquet rows (already decoded): the same checks, then the same NDJSON batch path."""
+        """Parquet rows (already decoded): the same checks and extraction as JSON lines."""
         lines = []
         for row in rows:
             row = {k: v for k, v in row.items() if v is not None}
             if "ts" in row and hasattr(row["ts"], "timestamp"):
-                dt = row["ts"]
-                row["ts"] = int(dt.timestamp() * 1000) if dt.tzinfo else int(dt.replace(tzinfo=_UTC).timestamp() * 1000)
+                dt = row["ts"] if row["ts"].tzinfo else row["ts"].replace(tzinfo=_UTC)
+                row["ts"] = int(dt.timestamp() * 1000)
             lines.append(orjson.dumps(row, default=str))
         return self.parse(lines, first_line)
 
-    def _table(self, valid, ts, params, extras, line_nos) -> pl.DataFrame | None:
-        if not valid:
-            return None
-        df = pl.read_ndjson(io.BytesIO(b"\n".join(valid)), schema=NDJSON_SCHEMA)
-        return df.select(
-            "type", "event_id",
-            pl.Series("ts", ts, dtype=pl.Int64),
-            "user_id", "session_id", "tenant", "tags", "request_id", "generation_id", "messages", "output",
-            "edited_output",
-            pl.col("model").struct.field("base").alias("model_base"),
-            pl.col("model").struct.field("revision").alias("model_revision"),
-            pl.col("model").struct.field("adapter").alias("model_adapter"),
-            pl.col("value").cast(pl.Int8), "comment", "new_request_id",
-            pl.Series("params", params, dtype=pl.String),
-            pl.Series("extra", extras, dtype=pl.String),
-            pl.lit(self.source, dtype=pl.String).alias("source"),
-            pl.Series("line", line_nos, dtype=pl.Int64),
-        )
+    def _table(self, cols, roles, contents, offsets, has_msgs) -> pl.DataFrame:
+        import numpy as np
+        import pyarrow as pa
+
+        values = pa.StructArray.from_arrays([pa.array(roles, pa.string()), pa.array(contents, pa.string())],
+                                            names=["role", "content"])
+        mask = pa.array(~np.asarray(has_msgs, dtype=bool))
+        messages = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values, mask=mask)
+        arrays = {name: pa.array(cols[name], _ARROW_TYPES[name]) for name in _FLAT}
+        arrays["messages"] = messages
+        arrays["source"] = pa.array([self.source] * len(offsets[1:]), pa.string())
+        table = pa.table({name: arrays[name] for name in EVENT_COLUMNS})
+        return pl.from_arrow(table)
 
 
 from datetime import timezone as _tz  # noqa: E402
 
+import pyarrow as _pa  # noqa: E402
+
 _UTC = _tz.utc
+_FLAT = [c for c in EVENT_COLUMNS if c not in ("messages", "source")]
+_ARROW_TYPES = {name: _pa.string() for name in _FLAT}
+_ARROW_TYPES.update(ts=_pa.int64(), line=_pa.int64(), value=_pa.int8(), tags=_pa.list_(_pa.string()))
 _KNOWN_FIELDS = frozenset(
     ["event_id", "type", "ts", "session_id", "user_id", "tenant", "tags", "generation_id", "request_id",
      "messages", "output", "model", "params", "edited_output", "value", "comment", "new_request_id"]
@@ -336,6 +384,23 @@ def _read_parquet(path: str, parser: _BlockParser, info: InputFile) -> Iterator[
             info.lines += len(rows)
             if df is not None:
                 yield df
+
+
+def event_to_dict(row: dict) -> dict:
+    """A row of the event table back to the capture-event JSON object (for quarantine and orphan files)."""
+    out: dict = {}
+    for k in ("event_id", "type", "ts", "session_id", "user_id", "tenant", "tags", "generation_id", "request_id",
+              "messages", "output", "edited_output", "value", "comment", "new_request_id"):
+        if row.get(k) is not None:
+            out[k] = row[k]
+    if row.get("model_base") is not None:
+        out["model"] = {"base": row["model_base"], "revision": row.get("model_revision"),
+                        "adapter": row.get("model_adapter")}
+    if row.get("params"):
+        out["params"] = orjson.loads(row["params"])
+    if row.get("extra"):
+        out.update(orjson.loads(row["extra"]))
+    return out
 
 
 def load_events(paths: Iterable[str | os.PathLike] | str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> pl.DataFrame:

@@ -1,6 +1,7 @@
 """Example-level filters. Each marks the examples it removes with a reason in the `drop` column (null = kept);
 an example keeps the first reason that hit it. Filters look only at examples still kept, so each count is what
-that filter removed on its own, in pipeline order."""
+that filter removed on its own, in pipeline order. They work on keys and sizes computed once per event
+(`event_features`), and gather texts only where a filter must read them (trivial edits, tokens)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,14 @@ def mark(df: pl.DataFrame, mask: pl.Expr, reason: str) -> pl.DataFrame:
         .otherwise(pl.col("drop")))
 
 
+def _mark_rows(df: pl.DataFrame, positions: pl.Series, reason: str) -> pl.DataFrame:
+    return mark(df, pl.int_range(pl.len(), dtype=pl.UInt32).is_in(positions.cast(pl.UInt32).implode()), reason)
+
+
 def _mark_keys(df: pl.DataFrame, keys: pl.DataFrame, on: list[str], reason: str) -> pl.DataFrame:
-    flagged = df.join(keys.unique().with_columns(_hit=pl.lit(True)), on=on, how="left")
+    if keys.is_empty():
+        return df
+    flagged = df.join(keys.unique().with_columns(_hit=pl.lit(True)), on=on, how="left", maintain_order="left")
     return mark(flagged, pl.col("_hit"), reason).drop("_hit")
 
 
@@ -24,78 +31,94 @@ def _alive() -> pl.Expr:
     return pl.col("drop").is_null()
 
 
-def _prompt_chars() -> pl.Expr:
-    return pl.col("_prompt").list.eval(pl.element().struct.field("content").str.len_chars()).list.sum()
-
-
-def _normalised(text: pl.Expr) -> pl.Expr:
+def normalised(text: pl.Expr) -> pl.Expr:
     """Text with case, whitespace and punctuation removed: what a trivial edit does not change."""
     return text.str.to_lowercase().str.replace_all(r"[\s\p{P}\p{S}]+", "")
 
 
-def with_keys(df: pl.DataFrame, kind: str) -> pl.DataFrame:
-    df = df.with_columns(_pk=pl.col("_prompt").hash(11), _tk=pl.col("_text").hash(13))
-    if kind == "dpo":
-        df = df.with_columns(_rk=pl.col("_rejected_text").hash(13))
-    return df
+def event_features(events: pl.DataFrame) -> pl.DataFrame:
+    """Per event row: prompt key and size (generations), text key, size and blankness (generation output or
+    edit's edited_output). Computed once; examples gather them by row."""
+    def per_text(f) -> pl.Expr:
+        return pl.coalesce(f(pl.col("output")), f(pl.col("edited_output")))
+
+    return events.select(
+        # hash() of a null is not null in Polars: keep nulls null so coalesce picks the right column.
+        pk=pl.when(pl.col("messages").is_not_null()).then(pl.col("messages").hash(11)),
+        plen=pl.col("messages").list.eval(pl.element().struct.field("content").str.len_chars()).list.sum(),
+        tk=per_text(lambda c: pl.when(c.is_not_null()).then(c.hash(13))),
+        tlen=per_text(lambda c: c.str.len_chars()),
+        tblank=per_text(lambda c: c.str.contains(r"^\s*$")),
+    )
+
+
+def gather_text(events: pl.DataFrame, rows: pl.Series) -> pl.Series:
+    """The text an event row holds (a generation's output or an edit's edited_output)."""
+    return pl.select(pl.coalesce(events["output"].gather(rows), events["edited_output"].gather(rows))).to_series()
 
 
 def empty_outputs(df: pl.DataFrame, kind: str) -> pl.DataFrame:
-    empty = pl.col("_text").str.strip_chars().str.len_chars() == 0
+    empty = pl.col("_tblank")
     if kind == "dpo":
-        empty = empty | (pl.col("_rejected_text").str.strip_chars().str.len_chars() == 0)
+        empty = empty | pl.col("_rblank")
     return mark(df, empty, "empty_output")
 
 
-def trivial_pairs(df: pl.DataFrame, min_edit_chars: int) -> pl.DataFrame:
+def trivial_pairs(df: pl.DataFrame, events: pl.DataFrame, min_edit_chars: int) -> pl.DataFrame:
     """An edit that changes only whitespace/case/punctuation, or fewer than `min_edit_chars` characters, says
-    nothing about preference; a regeneration pair whose texts are the same that way is no pair either."""
-    same = _normalised(pl.col("_text")) == _normalised(pl.col("_rejected_text"))
-    df = mark(df, same & (pl.col("signal") == "edit"), "trivial_edit")
-    df = mark(df, same, "identical_pair")
+    nothing about preference; a regeneration pair whose two texts are the same that way is no pair either."""
+    df = mark(df, (pl.col("_tk") == pl.col("_rk")) & (pl.col("signal") != "edit"), "identical_pair")
+    live = df.with_row_index("_i").filter(_alive()).select("_i", "text_row", "rejected_row", "signal")
+    if live.is_empty():
+        return df
+    chosen = gather_text(events, live["text_row"])
+    rejected = gather_text(events, live["rejected_row"])
+    same = pl.select(normalised(pl.lit(chosen)) == normalised(pl.lit(rejected))).to_series()
+    is_edit = live["signal"] == "edit"
+    df = _mark_rows(df, live["_i"].filter(same & is_edit), "trivial_edit")
+    df = _mark_rows(df, live["_i"].filter(same & ~is_edit), "identical_pair")
     if min_edit_chars > 0:
-        idx = df.with_row_index("_i").filter(_alive() & (pl.col("signal") == "edit"))
-        if len(idx):
-            from rapidfuzz.distance import Levenshtein
-            from rapidfuzz.process import cpdist
+        from rapidfuzz.distance import Levenshtein
+        from rapidfuzz.process import cpdist
 
-            dist = cpdist(idx["_text"].to_list(), idx["_rejected_text"].to_list(), scorer=Levenshtein.distance,
-                          score_cutoff=min_edit_chars, workers=1)
-            small = idx["_i"].filter(pl.Series(dist < min_edit_chars))
-            df = mark(df, pl.int_range(pl.len()).is_in(small.implode()), "trivial_edit")
+        sel = is_edit & ~same
+        dist = cpdist(chosen.filter(sel).to_list(), rejected.filter(sel).to_list(), scorer=Levenshtein.distance,
+                      score_cutoff=min_edit_chars, workers=1)
+        small = live["_i"].filter(sel).filter(pl.Series(dist < min_edit_chars))
+        df = _mark_rows(df, small, "trivial_edit")
     return df
 
 
 def length_limits(df: pl.DataFrame, kind: str, cfg: BuildConfig) -> pl.DataFrame:
     if cfg.max_prompt_chars is not None:
-        df = mark(df, _prompt_chars() > cfg.max_prompt_chars, "prompt_too_long")
+        df = mark(df, pl.col("_plen") > cfg.max_prompt_chars, "prompt_too_long")
     if cfg.max_completion_chars is not None:
-        longest = pl.col("_text").str.len_chars()
+        longest = pl.col("_tlen")
         if kind == "dpo":
-            longest = pl.max_horizontal(longest, pl.col("_rejected_text").str.len_chars())
+            longest = pl.max_horizontal(longest, pl.col("_rlen"))
         df = mark(df, longest > cfg.max_completion_chars, "completion_too_long")
     return df
 
 
-def token_limits(tables: dict[str, pl.DataFrame], cfg: BuildConfig) -> dict[str, pl.DataFrame]:
-    """Prompt + completion tokens with a fast tokenizer, in batches; only when a tokenizer path is given."""
+def token_limits(df: pl.DataFrame, kind: str, events: pl.DataFrame, cfg: BuildConfig) -> pl.DataFrame:
+    """Prompt + longest completion in tokens, with a fast tokenizer in batches; only with a tokenizer path."""
     if not cfg.tokenizer or cfg.max_tokens is None:
-        return tables
+        return df
     from data.tokens import count_tokens
 
-    out = {}
-    for kind, df in tables.items():
-        idx = df.with_row_index("_i").filter(_alive())
-        prompt_text = idx.select(pl.col("_prompt").list.eval(pl.element().struct.field("content"))
-                                 .list.join("\n")).to_series().to_list()
-        n = count_tokens(cfg.tokenizer, prompt_text)
-        longest = count_tokens(cfg.tokenizer, idx["_text"].to_list())
-        if kind == "dpo":
-            rej = count_tokens(cfg.tokenizer, idx["_rejected_text"].to_list())
-            longest = [max(a, b) for a, b in zip(longest, rej)]
-        over = idx["_i"].filter(pl.Series([a + b > cfg.max_tokens for a, b in zip(n, longest)], dtype=pl.Boolean))
-        out[kind] = mark(df, pl.int_range(pl.len()).is_in(over.implode()), "too_many_tokens")
-    return out
+    live = df.with_row_index("_i").filter(_alive())
+    if live.is_empty():
+        return df
+    prompts = events["messages"].gather(live["prompt_row"])
+    prompt_text = pl.select(pl.lit(prompts).list.eval(pl.element().struct.field("content")).list.join("\n")) \
+        .to_series().to_list()
+    n = count_tokens(cfg.tokenizer, prompt_text)
+    longest = count_tokens(cfg.tokenizer, gather_text(events, live["text_row"]).to_list())
+    if kind == "dpo":
+        rej = count_tokens(cfg.tokenizer, gather_text(events, live["rejected_row"]).to_list())
+        longest = [max(a, b) for a, b in zip(longest, rej)]
+    over = pl.Series([a + b > cfg.max_tokens for a, b in zip(n, longest)], dtype=pl.Boolean)
+    return _mark_rows(df, live["_i"].filter(over), "too_many_tokens")
 
 
 def preference_conflicts(df: pl.DataFrame) -> pl.DataFrame:
@@ -107,6 +130,7 @@ def preference_conflicts(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def kto_conflicts(df: pl.DataFrame) -> pl.DataFrame:
+    """A generation judged both ways, or the same prompt and completion labelled both ways: no label is used."""
     df = mark(df, pl.col("_conflict"), "kto_label_conflict")
     alive = df.filter(_alive()).group_by("_pk", "_tk").agg(pl.col("label").n_unique().alias("_n"))
     both = alive.filter(pl.col("_n") > 1).select("_pk", "_tk")
@@ -115,46 +139,44 @@ def kto_conflicts(df: pl.DataFrame) -> pl.DataFrame:
 
 def exact_duplicates(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """Keep the earliest of identical examples."""
-    df = df.with_row_index("_i")
-    order = df.filter(_alive()).sort("ts", "_i")
-    later = order.filter(pl.int_range(pl.len()).over(keys) > 0)["_i"]
-    return mark(df, pl.col("_i").is_in(later.implode()), "duplicate_example").drop("_i")
+    live = df.with_row_index("_i").filter(_alive()).select("_i", "ts", *keys).sort("ts", "_i")
+    later = live.filter(pl.int_range(pl.len()).over(keys) > 0)["_i"]
+    return _mark_rows(df, later, "duplicate_example")
 
 
-def near_duplicate_prompts(df: pl.DataFrame) -> pl.DataFrame:
+def near_duplicate_prompts(df: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
     """Keep the examples of one turn per normalised prompt text (the earliest turn)."""
-    text = pl.col("_prompt").list.eval(pl.element().struct.field("content")).list.join(" ")
-    df = df.with_columns(_nk=_normalised(text).hash(17))
-    first = (df.filter(_alive()).sort("ts").group_by("_nk", maintain_order=True)
-             .agg(pl.col("request_id").first().alias("_first")))
-    df = df.join(first, on="_nk", how="left")
-    return mark(df, pl.col("request_id") != pl.col("_first"), "near_duplicate_prompt").drop("_nk", "_first")
+    live = df.with_row_index("_i").filter(_alive()).select("_i", "prompt_row", "request_id", "ts")
+    if live.is_empty():
+        return df
+    prompts = events["messages"].gather(live["prompt_row"])
+    key = pl.select(normalised(pl.lit(prompts).list.eval(pl.element().struct.field("content")).list.join(" "))
+                    .hash(17)).to_series()
+    live = live.with_columns(_nk=key).sort("ts", "_i")
+    live = live.with_columns(_first=pl.col("request_id").first().over("_nk"))
+    return _mark_rows(df, live.filter(pl.col("request_id") != pl.col("_first"))["_i"], "near_duplicate_prompt")
 
 
 def regeneration_cap(df: pl.DataFrame, cap: int) -> pl.DataFrame:
     """At most `cap` regeneration pairs per turn: pairs over the final answer first, latest regeneration first."""
     if cap <= 0:
         return df
-    df = df.with_row_index("_i")
-    ranked = df.filter(_alive() & pl.col("_rank").is_not_null()).sort("_rank", "_i")
+    ranked = df.with_row_index("_i").filter(_alive() & pl.col("_rank").is_not_null()).sort("_rank", "_i")
     over = ranked.filter(pl.int_range(pl.len()).over("request_id") >= cap)["_i"]
-    return mark(df, pl.col("_i").is_in(over.implode()), "regeneration_cap").drop("_i")
+    return _mark_rows(df, over, "regeneration_cap")
 
 
-def apply_filters(tables: dict[str, pl.DataFrame], cfg: BuildConfig) -> dict[str, pl.DataFrame]:
+def apply_filters(tables: dict[str, pl.DataFrame], events: pl.DataFrame, cfg: BuildConfig) -> dict[str, pl.DataFrame]:
     out = {}
     for kind, df in tables.items():
-        df = with_keys(df, kind)
         if kind == "kto":
             df = mark(df, pl.col("_conflict"), "kto_label_conflict")
         if cfg.drop_empty:
             df = empty_outputs(df, kind)
         if kind == "dpo":
-            df = trivial_pairs(df, cfg.min_edit_chars)
+            df = trivial_pairs(df, events, cfg.min_edit_chars)
         df = length_limits(df, kind, cfg)
-        out[kind] = df
-    out = token_limits(out, cfg)
-    for kind, df in out.items():
+        df = token_limits(df, kind, events, cfg)
         if kind == "dpo":
             df = preference_conflicts(df)
             df = exact_duplicates(df, ["_pk", "_tk", "_rk"])
@@ -164,7 +186,7 @@ def apply_filters(tables: dict[str, pl.DataFrame], cfg: BuildConfig) -> dict[str
         else:
             df = exact_duplicates(df, ["_pk", "_tk"])
         if cfg.near_duplicate_prompts:
-            df = near_duplicate_prompts(df)
+            df = near_duplicate_prompts(df, events)
         if kind == "dpo":
             df = regeneration_cap(df, cfg.max_pairs_per_turn)
         out[kind] = df

@@ -22,7 +22,9 @@ PATTERNS: dict[str, tuple[str, str]] = {
 ORDER = ("email", "api_key", "card", "phone")
 
 
-def redact_text(col: pl.Expr, kinds: list[str]) -> tuple[pl.Expr, dict[str, pl.Expr]]:
+def _redact(col: pl.Expr, kinds: list[str]) -> tuple[pl.Expr, dict[str, pl.Expr]]:
+    """The redacted text and, per kind, the number of matches (each pattern sees the text after the previous
+    replacements, as the replacement itself does)."""
     counts = {}
     for kind in ORDER:
         if kind not in kinds:
@@ -33,37 +35,32 @@ def redact_text(col: pl.Expr, kinds: list[str]) -> tuple[pl.Expr, dict[str, pl.E
     return col, counts
 
 
-def redact_events(events: pl.DataFrame, kinds: list[str]) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Redact messages' contents, outputs, edited outputs and rating comments; return the counts per kind."""
+def redact_events(events: pl.DataFrame, rows: pl.Series, kinds: list[str]) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Redact messages' contents, outputs, edited outputs and rating comments of the event `rows` still in play
+    (indexed by the `row` column); return the new table and the number of replacements per kind."""
     totals = {k: 0 for k in ORDER if k in kinds}
-    # Count sequentially (each pattern sees the text after the previous replacements, like the replacement does).
-    exprs = {}
+    live = events.filter(pl.col("row").is_in(rows.implode())).select("row", "output", "edited_output", "comment")
+    updates = {}
     for name in ("output", "edited_output", "comment"):
-        new, counts = redact_text(pl.col(name), kinds)
-        exprs[name] = new
-        got = events.select(**{k: v for k, v in _sequential_counts(pl.col(name), kinds).items()})
+        new, counts = _redact(pl.col(name), kinds)
+        got = live.select(new.alias(name), **counts)
         for k in totals:
-            totals[k] += int(got[k][0] or 0)
-    msgs = events.select("row", "messages").filter(pl.col("messages").is_not_null()).explode("messages")
-    msgs = msgs.with_columns(pl.col("messages").struct.field("role").alias("role"),
-                             pl.col("messages").struct.field("content").alias("content"))
-    got = msgs.select(**_sequential_counts(pl.col("content"), kinds))
+            totals[k] += int(got[k].sum() or 0) if len(got) else 0
+        updates[name] = got[name]
+    live = live.with_columns(**updates)
+    msgs = (events.filter(pl.col("row").is_in(rows.implode()) & pl.col("messages").is_not_null())
+            .select("row", "messages").explode("messages")
+            .select("row", pl.col("messages").struct.field("role").alias("role"),
+                    pl.col("messages").struct.field("content").alias("content")))
+    new, counts = _redact(pl.col("content"), kinds)
+    got = msgs.select(counts) if len(msgs) else None
     for k in totals:
-        totals[k] += int(got[k][0] or 0)
-    new_content, _ = redact_text(pl.col("content"), kinds)
-    msgs = (msgs.with_columns(content=new_content)
-            .group_by("row", maintain_order=True)
+        totals[k] += int(got[k][0] or 0) if got is not None else 0
+    msgs = (msgs.with_columns(content=new).group_by("row", maintain_order=True)
             .agg(pl.struct("role", "content").alias("messages")))
-    events = events.with_columns(**exprs).drop("messages").join(msgs, on="row", how="left")
-    return events, totals
-
-
-def _sequential_counts(col: pl.Expr, kinds: list[str]) -> dict[str, pl.Expr]:
-    counts = {}
-    for kind in ORDER:
-        if kind not in kinds:
-            continue
-        pattern, placeholder = PATTERNS[kind]
-        counts[kind] = col.str.count_matches(pattern).sum()
-        col = col.str.replace_all(pattern, placeholder)
-    return counts
+    live = live.join(msgs, on="row", how="left")
+    # Rows outside `rows` keep their text; they appear in no dataset.
+    out = events.update(live.select("row", "output", "edited_output", "comment"), on="row")
+    with_msgs = live.filter(pl.col("messages").is_not_null()).select("row", "messages")
+    out = out.update(with_msgs, on="row")
+    return out, totals

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-ASSISTANT = "assistant"
 META_COLUMNS = ["signal", "request_id", "session_id", "user_id", "tenant", "tags", "ts", "generation_id",
                 "model_base", "model_adapter"]
 
@@ -43,24 +42,19 @@ def _latest_first(df: pl.DataFrame) -> pl.DataFrame:
     return df.sort(["ts", "row"], descending=[True, True])
 
 
-def dedupe_events(events: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Same event_id twice: same content -> duplicate (first kept); other content -> all copies conflict.
-
-    Returns (kept events, duplicate rows, conflicting rows)."""
-    dup_mask = pl.col("event_id").is_duplicated()
-    dups = events.filter(dup_mask)
+def dedupe_events(events: pl.DataFrame) -> tuple[pl.Series, pl.DataFrame]:
+    """Same event_id twice: same content -> duplicate (the first copy in input order is kept); other content ->
+    every copy is a conflict. Returns (rows of the repeated copies, full rows of the conflicting copies)."""
+    dups = events.filter(pl.col("event_id").is_duplicated())
     if dups.is_empty():
-        empty = events.head(0)
-        return events, empty, empty
+        return pl.Series("row", [], pl.UInt32), dups
     content = [c for c in events.columns if c not in ("row", "source", "line")]
     dups = dups.with_columns(_h=pl.struct(content).hash(7))
-    n_versions = dups.group_by("event_id").agg(pl.col("_h").n_unique().alias("_v"))
-    dups = dups.join(n_versions, on="event_id")
+    dups = dups.with_columns(_v=pl.col("_h").n_unique().over("event_id"))
     conflicting = dups.filter(pl.col("_v") > 1).drop("_h", "_v")
     same = dups.filter(pl.col("_v") == 1).sort("row")
-    repeated = same.filter(pl.int_range(pl.len()).over("event_id") > 0).drop("_h", "_v")
-    gone = pl.concat([conflicting["row"], repeated["row"]])
-    return events.filter(~pl.col("row").is_in(gone.implode())), repeated, conflicting
+    repeated = same.filter(pl.int_range(pl.len()).over("event_id") > 0)["row"]
+    return repeated, conflicting
 
 
 def link_events(events: pl.DataFrame, drops: Drops) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -125,17 +119,20 @@ def supersede(events: pl.DataFrame, drops: Drops) -> pl.DataFrame:
     return events.filter(~pl.col("row").is_in(stale["row"].implode()))
 
 
+LIGHT_COLUMNS = ["row", "type", "event_id", "ts", "user_id", "session_id", "tenant", "request_id", "generation_id",
+                 "value", "new_request_id"]
+
+
 def generation_table(events: pl.DataFrame) -> pl.DataFrame:
-    """One row per generation, with the (latest) feedback on it and the turn-level signals of its request."""
-    gens = events.filter(pl.col("type") == "generation").select(
-        "row", "generation_id", "request_id", "messages", "output", "model_base", "model_adapter", "user_id",
-        "session_id", pl.col("gen_tenant").alias("tenant"), "tags", "ts")
+    """One row per generation (`row`), with the rows of the (latest) feedback on it and of the turn-level signals
+    of its request. Only ids and row numbers: texts stay in the event table until the write."""
+    gens = events.filter(pl.col("type") == "generation").select("row", "generation_id", "request_id", "ts")
 
     def feedback(t: str, *cols: pl.Expr | str) -> pl.DataFrame:
         return events.filter(pl.col("type") == t).select("generation_id", pl.col("row").alias(f"{t}_row"),
                                                           pl.col("ts").alias(f"{t}_ts"), *cols)
 
-    gens = (gens.join(feedback("edit", "edited_output"), on="generation_id", how="left")
+    gens = (gens.join(feedback("edit"), on="generation_id", how="left")
             .join(feedback("accept"), on="generation_id", how="left")
             .join(feedback("regenerate"), on="generation_id", how="left")
             .join(feedback("rating", "value"), on="generation_id", how="left"))
@@ -149,94 +146,63 @@ def generation_table(events: pl.DataFrame) -> pl.DataFrame:
     return gens
 
 
-def _assistant(text: pl.Expr) -> pl.Expr:
-    return pl.struct(role=pl.lit(ASSISTANT), content=text)
-
-
-def _meta(signal: str | pl.Expr, prefix: str = "") -> list[pl.Expr]:
-    sig = pl.lit(signal) if isinstance(signal, str) else signal
-    return [sig.alias("signal"), pl.col("request_id"), pl.col("session_id"), pl.col("user_id"), pl.col("tenant"),
-            pl.col("tags"), pl.col(f"{prefix}ts").alias("ts"), pl.col(f"{prefix}generation_id").alias("generation_id"),
-            pl.col(f"{prefix}model_base").alias("model_base"), pl.col(f"{prefix}model_adapter").alias("model_adapter")]
-
-
 def _src(*cols: str) -> pl.Expr:
     return pl.concat_list([pl.col(c).cast(pl.UInt32) for c in cols]).list.drop_nulls().alias("src")
 
 
 def final_answers(gens: pl.DataFrame) -> pl.DataFrame:
     """The final answer of each turn: the accepted generation (latest accept) or, without an accept, the last
-    edited one; its text is the (latest) edit if there is one, else the output."""
+    edited one; its text is the (latest) edit if there is one, else the output. `final_row` is the event row
+    holding that text (the edit, or the generation)."""
     cands = gens.filter(pl.col("accept_row").is_not_null() | pl.col("edit_row").is_not_null())
     cands = cands.with_columns(
         _accepted=pl.col("accept_row").is_not_null(),
         _when=pl.when(pl.col("accept_row").is_not_null()).then(pl.col("accept_ts")).otherwise(pl.col("edit_ts")),
     ).sort(["_accepted", "_when", "row"], descending=[True, True, True])
     finals = cands.unique(subset="request_id", keep="first", maintain_order=True).drop("_accepted", "_when")
-    return finals.with_columns(
-        final_text=pl.coalesce("edited_output", "output"),
-        final_is_edit=pl.col("edited_output").is_not_null(),
-    )
+    return finals.with_columns(final_row=pl.coalesce("edit_row", "row"),
+                               final_is_edit=pl.col("edit_row").is_not_null())
 
 
+# Example tables hold event rows, not texts: `prompt_row` (the generation whose messages are the prompt),
+# `text_row` (completion / chosen: a generation's output or an edit's edited_output), `rejected_row` (DPO),
+# `meta_row` (the generation judged or rejected, whose ids and model are the example's metadata), `src` (every
+# event the example was built from).
 def sft_examples(finals: pl.DataFrame) -> pl.DataFrame:
     return finals.select(
-        pl.concat_list(pl.col("messages"), _assistant(pl.col("final_text"))).alias("messages"),
-        *_meta("final"),
-        _src("row", "accept_row", "edit_row"),
-        pl.col("messages").alias("_prompt"),
-        pl.col("final_text").alias("_text"),
-    )
+        pl.col("row").alias("prompt_row"), pl.col("final_row").alias("text_row"), pl.col("row").alias("meta_row"),
+        pl.lit("final").alias("signal"), _src("row", "accept_row", "edit_row"))
 
 
 def dpo_examples(gens: pl.DataFrame, finals: pl.DataFrame) -> pl.DataFrame:
     """Edit pairs (edited over original) and regeneration rankings (final answer over each regenerated-away
-    generation of the turn, plus the original over them when the final answer is an edit). `_rank` orders pairs
-    within a turn for the per-turn cap."""
+    generation of the turn, plus the original over them when the final answer is an edit). `_rank` orders the
+    regeneration pairs of a turn for the per-turn cap."""
     edits = gens.filter(pl.col("edit_row").is_not_null()).select(
-        pl.col("messages").alias("prompt"),
-        pl.concat_list(_assistant(pl.col("edited_output"))).alias("chosen"),
-        pl.concat_list(_assistant(pl.col("output"))).alias("rejected"),
-        *_meta("edit"),
-        _src("row", "edit_row"),
-        pl.col("edited_output").alias("_chosen_text"), pl.col("output").alias("_rejected_text"),
-        pl.lit(None, pl.Int64).alias("_rank"),
-    )
-    f = finals.select("request_id", "messages", "final_text", "final_is_edit", "output",
-                      pl.col("generation_id").alias("f_gen"), pl.col("row").alias("f_row"),
+        pl.col("row").alias("prompt_row"), pl.col("edit_row").alias("text_row"),
+        pl.col("row").alias("rejected_row"), pl.col("row").alias("meta_row"), pl.lit("edit").alias("signal"),
+        _src("row", "edit_row"), pl.lit(None, pl.Int64).alias("_rank"))
+    f = finals.select("request_id", "final_row", "final_is_edit", pl.col("row").alias("f_row"),
                       pl.col("accept_row").alias("f_accept"), pl.col("edit_row").alias("f_edit"))
     away = gens.filter(pl.col("regenerate_row").is_not_null()).select(
-        "request_id", "session_id", "user_id", "tenant", "tags",
-        pl.col("ts").alias("r_ts"), pl.col("generation_id").alias("r_generation_id"),
-        pl.col("model_base").alias("r_model_base"), pl.col("model_adapter").alias("r_model_adapter"),
-        pl.col("output").alias("r_output"), pl.col("row").alias("r_row"), "regenerate_row")
-    pairs = away.join(f, on="request_id", how="inner").filter(pl.col("r_generation_id") != pl.col("f_gen"))
+        "request_id", pl.col("ts").alias("r_ts"), pl.col("row").alias("r_row"), "regenerate_row")
+    pairs = away.join(f, on="request_id", how="inner").filter(pl.col("r_row") != pl.col("f_row"))
     over_final = pairs.select(
-        pl.col("messages").alias("prompt"),
-        pl.concat_list(_assistant(pl.col("final_text"))).alias("chosen"),
-        pl.concat_list(_assistant(pl.col("r_output"))).alias("rejected"),
-        *_meta("regenerate", prefix="r_"),
-        _src("f_row", "f_accept", "f_edit", "r_row", "regenerate_row"),
-        pl.col("final_text").alias("_chosen_text"), pl.col("r_output").alias("_rejected_text"),
-        (pl.col("r_ts") * -1).alias("_rank"),
-    )
+        pl.col("f_row").alias("prompt_row"), pl.col("final_row").alias("text_row"),
+        pl.col("r_row").alias("rejected_row"), pl.col("r_row").alias("meta_row"), pl.lit("regenerate").alias("signal"),
+        _src("f_row", "f_accept", "f_edit", "r_row", "regenerate_row"), (pl.col("r_ts") * -1).alias("_rank"))
     over_original = pairs.filter(pl.col("final_is_edit")).select(
-        pl.col("messages").alias("prompt"),
-        pl.concat_list(_assistant(pl.col("output"))).alias("chosen"),
-        pl.concat_list(_assistant(pl.col("r_output"))).alias("rejected"),
-        *_meta("regenerate", prefix="r_"),
+        pl.col("f_row").alias("prompt_row"), pl.col("f_row").alias("text_row"),
+        pl.col("r_row").alias("rejected_row"), pl.col("r_row").alias("meta_row"), pl.lit("regenerate").alias("signal"),
         _src("f_row", "f_accept", "f_edit", "r_row", "regenerate_row"),
-        pl.col("output").alias("_chosen_text"), pl.col("r_output").alias("_rejected_text"),
-        (pl.col("r_ts") * -1 + (1 << 50)).alias("_rank"),  # after every final-answer pair of the turn
-    )
-    out = pl.concat([edits, over_final, over_original], how="vertical_relaxed")
-    return out.with_columns(pl.col("prompt").alias("_prompt"), pl.col("_chosen_text").alias("_text"))
+        (pl.col("r_ts") * -1 + (1 << 50)).alias("_rank"))  # after every final-answer pair of the turn
+    return pl.concat([edits, over_final, over_original], how="vertical_relaxed")
 
 
 def kto_examples(gens: pl.DataFrame) -> pl.DataFrame:
     """One row per judged generation: desirable (accepted unedited, +1) or undesirable (-1, regenerated away,
     last output before a rephrase or an abandon). A generation with signals both ways is returned with
-    `_conflict` set so the caller drops it with a reason."""
+    `_conflict` set so the filters drop it with a reason."""
     accepted_plain = pl.col("accept_row").is_not_null() & pl.col("edit_row").is_null()
     good = accepted_plain | (pl.col("value") == 1)
     bad = ((pl.col("value") == -1) | pl.col("regenerate_row").is_not_null() | pl.col("rephrase_row").is_not_null()
@@ -249,14 +215,27 @@ def kto_examples(gens: pl.DataFrame) -> pl.DataFrame:
               .when(pl.col("rephrase_row").is_not_null()).then(pl.lit("rephrase"))
               .otherwise(pl.lit("abandon")))
     return judged.select(
-        pl.col("messages").alias("prompt"),
-        pl.concat_list(_assistant(pl.col("output"))).alias("completion"),
-        pl.col("_good").alias("label"),
-        *_meta(signal),
-        pl.concat_list([pl.col(c).cast(pl.UInt32) for c in ("row", "accept_row", "rating_row", "regenerate_row",
-                                                            "rephrase_row", "abandon_row")])
-        .list.drop_nulls().alias("src"),
-        (pl.col("_good") & pl.col("_bad")).alias("_conflict"),
-        pl.col("messages").alias("_prompt"),
-        pl.col("output").alias("_text"),
-    )
+        pl.col("row").alias("prompt_row"), pl.col("row").alias("text_row"), pl.col("_good").alias("label"),
+        pl.col("row").alias("meta_row"), signal.alias("signal"),
+        _src("row", "accept_row", "rating_row", "regenerate_row", "rephrase_row", "abandon_row"),
+        (pl.col("_good") & pl.col("_bad")).alias("_conflict"))
+
+
+def attach(examples: pl.DataFrame, features: pl.DataFrame, meta: pl.DataFrame, kind: str) -> pl.DataFrame:
+    """Give each example the per-row features (prompt key and size, text key and size) and metadata it needs
+    for filtering and splitting, by gathering from the per-event tables (no text is copied)."""
+    idx = {c: examples[c] for c in ("prompt_row", "text_row", "meta_row")}
+    cols = [
+        features["pk"].gather(idx["prompt_row"]).alias("_pk"),
+        features["plen"].gather(idx["prompt_row"]).alias("_plen"),
+        features["tk"].gather(idx["text_row"]).alias("_tk"),
+        features["tlen"].gather(idx["text_row"]).alias("_tlen"),
+        features["tblank"].gather(idx["text_row"]).alias("_tblank"),
+    ]
+    if kind == "dpo":
+        rej = examples["rejected_row"]
+        cols += [features["tk"].gather(rej).alias("_rk"), features["tlen"].gather(rej).alias("_rlen"),
+                 features["tblank"].gather(rej).alias("_rblank")]
+    m = meta.select("request_id", "session_id", "user_id", "ts")
+    cols += [m[c].gather(idx["meta_row"]) for c in m.columns]
+    return examples.with_columns(cols).with_columns(drop=pl.lit(None, pl.String))

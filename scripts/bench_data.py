@@ -1,0 +1,194 @@
+"""Benchmark of `flywheel data build`: generate a capture log, build it, report wall time and peak memory.
+
+    python scripts/bench_data.py --events 1000000 --workdir /tmp/fw-bench
+
+Prints, side by side: the time to merely parse the file with the fastest JSON readers at hand (the floor), and
+the full build (read, check, rules, filters, split, write) as a separate process so its peak RSS is its own.
+Pin threads for comparable numbers (POLARS_MAX_THREADS, OMP_NUM_THREADS); note whether the machine was shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+WORDS = ("the a to of and in is you your for on with that this it can be we our account plan invoice export "
+         "settings click open select page api key request limit minute seat team billing support password reset "
+         "link email spam folder retry webhook backoff seconds status csv pdf download upload error code token "
+         "model answer please check first then again later each new old user admin role access project report "
+         "data file format table column row value number date time zone region server client browser app").split()
+SYSTEM = {"role": "system", "content": "You are a helpful support assistant for a software product. Be brief and exact."}
+
+
+def _text(rng: random.Random, pool: list[str], n: int) -> str:
+    return " ".join(rng.choice(pool) for _ in range(n))
+
+
+def generate_log(path: Path, n_events: int, seed: int = 0, users: int = 20_000) -> dict:
+    """A realistic mix: regeneration chains, edits, accepts, ratings, rephrases, abandons, a few forgets,
+    duplicates and invalid lines. About 0.7 KB an event on average."""
+    rng = random.Random(seed)
+    sentences = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 16))).capitalize() + "."
+                 for _ in range(4000)]
+    counts: dict[str, int] = {}
+    written = 0
+    turn = 0
+    t0 = 1_790_000_000_000
+    dumps = orjson.dumps
+    with open(path, "wb") as f:
+        buf: list[bytes] = []
+
+        def emit(ev: dict) -> None:
+            nonlocal written
+            buf.append(dumps(ev))
+            counts[ev["type"]] = counts.get(ev["type"], 0) + 1
+            written += 1
+            if len(buf) >= 10_000:
+                f.write(b"\n".join(buf) + b"\n")
+                buf.clear()
+
+        while written < n_events:
+            turn += 1
+            u = rng.randrange(users)
+            user, session, req = f"u{u}", f"s{u}-{turn // 50}", f"r{turn}"
+            ts = t0 + turn * 1000
+            msgs = [SYSTEM]
+            if rng.random() < 0.3:
+                msgs += [{"role": "user", "content": _text(rng, sentences, 2)},
+                         {"role": "assistant", "content": _text(rng, sentences, 4)}]
+            msgs.append({"role": "user", "content": _text(rng, sentences, rng.randint(1, 3))})
+            common = {"session_id": session, "user_id": user, "tags": ["support", "en"]}
+            n_gen = 1
+            while rng.random() < 0.25 and n_gen < 5:
+                n_gen += 1
+            for g in range(n_gen):
+                gid = f"g{turn}-{g}"
+                emit({"event_id": f"e{written}", "type": "generation", "ts": ts + g * 10, **common,
+                      "generation_id": gid, "request_id": req, "messages": msgs,
+                      "output": _text(rng, sentences, rng.randint(3, 10)),
+                      "model": {"base": "tiny-llama", "adapter": "v1" if u % 2 else None},
+                      "params": {"temperature": 0.7}})
+                if g < n_gen - 1:
+                    emit({"event_id": f"e{written}", "type": "regenerate", "ts": ts + g * 10 + 5, **common,
+                          "generation_id": gid})
+            last = f"g{turn}-{n_gen - 1}"
+            r = rng.random()
+            if r < 0.5:
+                emit({"event_id": f"e{written}", "type": "accept", "ts": ts + 100, **common, "generation_id": last})
+            elif r < 0.72:
+                emit({"event_id": f"e{written}", "type": "edit", "ts": ts + 90, **common, "generation_id": last,
+                      "edited_output": _text(rng, sentences, rng.randint(3, 9))})
+                emit({"event_id": f"e{written}", "type": "accept", "ts": ts + 100, **common, "generation_id": last})
+            elif r < 0.82:
+                emit({"event_id": f"e{written}", "type": "rephrase", "ts": ts + 100, **common, "request_id": req,
+                      "new_request_id": f"r{turn + 1}"})
+            elif r < 0.92:
+                emit({"event_id": f"e{written}", "type": "abandon", "ts": ts + 100, **common, "request_id": req})
+            if rng.random() < 0.1:
+                emit({"event_id": f"e{written}", "type": "rating", "ts": ts + 110, **common, "generation_id": last,
+                      "value": rng.choice((1, -1))})
+            if rng.random() < 0.002:  # an exporter retry: the same line again
+                buf.append(buf[-1])
+                written += 1
+            if rng.random() < 0.001:
+                buf.append(b'{"event_id": "bad' + str(written).encode() + b'", "type": "rating", "ts": ')
+                written += 1
+            if rng.random() < 0.0002:
+                emit({"event_id": f"e{written}", "type": "forget", "ts": ts + 200, **common})
+        if buf:
+            f.write(b"\n".join(buf) + b"\n")
+    return {"events": written, "bytes": path.stat().st_size, "types": counts}
+
+
+def parse_floor(path: Path) -> dict[str, float]:
+    """The floor: seconds to parse the file and nothing else, with each fast reader at hand."""
+    out = {}
+    import polars as pl
+
+    t = time.perf_counter()
+    pl.read_ndjson(path, infer_schema_length=10_000, ignore_errors=True) if False else None
+    try:
+        t = time.perf_counter()
+        df = pl.scan_ndjson(path, infer_schema_length=10_000, ignore_errors=True).collect()
+        out["polars.scan_ndjson"] = time.perf_counter() - t
+        del df
+    except Exception as exc:  # a truncated line stops Polars' reader; report rather than hide it
+        out["polars.scan_ndjson"] = float("nan")
+        print(f"polars could not parse the file as a whole: {type(exc).__name__}: {str(exc)[:120]}")
+    t = time.perf_counter()
+    loads = orjson.loads
+    n = 0
+    with open(path, "rb") as f:
+        for line in f:
+            try:
+                loads(line)
+            except orjson.JSONDecodeError:
+                pass
+            n += 1
+    out["orjson per line"] = time.perf_counter() - t
+    return out
+
+
+def run_build(log: Path, out: Path, extra: list[str]) -> dict:
+    """The build in a child process: its own wall time and peak RSS."""
+    code = (
+        "import json, resource, sys, time\n"
+        "t = time.perf_counter()\n"
+        "from data.build import build_datasets\n"
+        f"m = build_datasets([{str(log)!r}], {str(out)!r}, **json.loads(sys.argv[1]))\n"
+        "wall = time.perf_counter() - t\n"
+        "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "print(json.dumps({'wall_s': wall, 'peak_rss_mb': rss, 'examples': m['examples'],"
+        " 'accounting': m['accounting'], 'drops': m['drops'], 'timings_s': m.get('timings_s')}))\n"
+    )
+    overrides = json.loads(extra[0]) if extra else {}
+    t = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", code, json.dumps(overrides)], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    if res.returncode:
+        print(res.stderr)
+        raise SystemExit(res.returncode)
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    result["process_wall_s"] = time.perf_counter() - t
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--workdir", default="/tmp/fw-bench")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reuse", action="store_true", help="reuse the generated log if present")
+    ap.add_argument("--overrides", default="{}", help="BuildConfig overrides as JSON, e.g. '{\"redact\": [\"email\"]}'")
+    args = ap.parse_args()
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / f"capture-{args.events}.jsonl"
+    if not (args.reuse and log.exists()):
+        t = time.perf_counter()
+        info = generate_log(log, args.events, args.seed)
+        print(f"generated {info['events']:,} events, {info['bytes'] / 1e9:.2f} GB in {time.perf_counter() - t:.1f} s")
+    print(f"log: {log} ({log.stat().st_size / 1e9:.2f} GB)")
+    floor = parse_floor(log)
+    for name, s in floor.items():
+        print(f"floor, parse only ({name}): {s:.2f} s")
+    res = run_build(log, work / "build", [args.overrides])
+    print(f"build: {res['wall_s']:.2f} s wall in-process ({res['process_wall_s']:.2f} s with interpreter start), "
+          f"peak RSS {res['peak_rss_mb']:.0f} MB")
+    print(f"stages (s): {res['timings_s']}")
+    print(f"examples: {res['examples']}")
+    print(f"accounting: {res['accounting']}")
+    print(f"cpu count: {os.cpu_count()}, load average: {os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
