@@ -19,7 +19,7 @@ from pathlib import Path
 
 
 class FakeVLLM:
-    def __init__(self, base: str, runtime_updates: bool = True):
+    def __init__(self, base: str, runtime_updates: bool = True, port: int = 0):
         self.base = base
         self.runtime_updates = runtime_updates
         self.loras: dict[str, str] = {}
@@ -87,7 +87,7 @@ class FakeVLLM:
                                             "usage": {"prompt_tokens": 3, "completion_tokens": 4}})
                 return self._error(404, "Not Found", "NotFoundError")
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
@@ -98,3 +98,34 @@ class FakeVLLM:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def main(argv: list[str]) -> None:
+    """`python -m tests.serving.fake_vllm serve BASE [--lora-modules name=path ...] [--port P] ...`: stands in for
+    the `vllm` command (scripts/vllm_check.sh's test); honours VLLM_ALLOW_RUNTIME_LORA_UPDATING like vLLM."""
+    import os
+
+    assert argv[0] == "serve", argv
+    base, port, modules, i = argv[1], 8000, [], 2
+    while i < len(argv):
+        if argv[i] == "--port":
+            port, i = int(argv[i + 1]), i + 2
+        elif argv[i] == "--lora-modules":
+            i += 1
+            while i < len(argv) and not argv[i].startswith("--"):
+                modules.append(argv[i])
+                i += 1
+        else:
+            i += 1
+    runtime = os.environ.get("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "").lower() in ("1", "true")
+    server = FakeVLLM(base, runtime_updates=runtime, port=port)
+    for m in modules:
+        name, path = m.split("=", 1)
+        server.loras[name] = path
+    server.httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
