@@ -97,8 +97,63 @@ def _check_field(obj: dict, name: str, kind: str) -> str | None:
     return None
 
 
+_ID_FIELDS = {t: tuple(name for name, kind in req if kind == "id") for t, req in _REQUIRED.items()}
+
+
 def check_event(obj: Any) -> tuple[str | None, str | None, int | None]:
-    """(field, reason, None) for an invalid event; (None, None, ts_ms) for a valid one."""
+    """(field, reason, None) for an invalid event; (None, None, ts_ms) for a valid one.
+
+    A fast path accepts a well-formed event with a handful of type tests (it runs once per input line); anything
+    it does not accept goes through `explain_event`, which finds the first problem and words it."""
+    if type(obj) is dict:
+        ids = _ID_FIELDS.get(obj.get("type"))  # type: ignore[arg-type]
+        if ids is not None:
+            g = obj.get
+            ts = g("ts")
+            if type(ts) is not int or ts < 0:
+                ts = parse_ts(ts)
+            ok = ts is not None
+            for name in ("event_id", "session_id", "user_id") + ids:
+                v = g(name)
+                if type(v) is not str or not v:
+                    ok = False
+                    break
+            if ok:
+                t = obj["type"]
+                tenant = g("tenant")
+                tags = g("tags")
+                if tenant is not None and type(tenant) is not str:
+                    ok = False
+                elif tags is not None and (type(tags) is not list or not all(type(x) is str for x in tags)):
+                    ok = False
+                elif t == "generation":
+                    msgs = g("messages")
+                    model = g("model")
+                    params = g("params")
+                    ok = (type(g("output")) is str and type(msgs) is list and len(msgs) > 0
+                          and type(model) is dict and type(model.get("base")) is str and model["base"] != ""
+                          and (model.get("revision") is None or type(model["revision"]) is str)
+                          and (model.get("adapter") is None or type(model["adapter"]) is str)
+                          and (params is None or type(params) is dict))
+                    if ok:
+                        for m in msgs:
+                            if type(m) is not dict or m.get("role") not in ROLES or type(m.get("content")) is not str:
+                                ok = False
+                                break
+                        ok = ok and msgs[-1]["role"] == "user"
+                elif t == "edit":
+                    ok = type(g("edited_output")) is str
+                elif t == "rating":
+                    v = g("value")
+                    comment = g("comment")
+                    ok = type(v) is int and (v == 1 or v == -1) and (comment is None or type(comment) is str)
+                if ok:
+                    return None, None, ts
+    return explain_event(obj)
+
+
+def explain_event(obj: Any) -> tuple[str | None, str | None, int | None]:
+    """The thorough check: the first problem of an event as (field, reason, None), else (None, None, ts_ms)."""
     if type(obj) is not dict:
         return "$", f"must be a JSON object, got {type(obj).__name__}", None
     t = obj.get("type")
