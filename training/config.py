@@ -49,7 +49,7 @@ class FlywheelArguments:
         default=None,
         metadata={
             "help": "DPO/KTO after SFT: the SFT adapter folder. It keeps training, and a frozen copy of it is the "
-            "reference model. Without it the reference is the base model (the new adapter disabled)."
+            "reference model. Without it (or with `none`) the reference is the base model (the new adapter disabled)."
         },
     )
     checkpoint_dir: str | None = field(
@@ -76,6 +76,9 @@ class FlywheelArguments:
         # HfArgumentParser hands YAML values through untouched: a single path arrives as a string.
         if isinstance(self.data, (str, dict)):
             self.data = [self.data]
+        # `--sft_adapter none` on the command line: DPO/KTO from the plain base with a recipe that names an adapter.
+        if isinstance(self.sft_adapter, str) and self.sft_adapter.strip().lower() in ("", "none", "null"):
+            self.sft_adapter = None
 
 
 def stage_config_class(stage: str):

@@ -128,11 +128,16 @@ def run_training(parsed: ParsedRecipe) -> Path:
     trainer = run.trainer
     if run.is_main:
         _announce(run)
+        if run.resume_from:
+            _print(f"[training] resuming from {run.resume_from}")
         if "wandb" in run.tracker.report_to:
             start_wandb(run.tracker, run.lineage)
             run.lineage["tracker"] = run.tracker.lineage()
 
     result = trainer.train(resume_from_checkpoint=run.resume_from)
+    state = trainer.accelerator.state
+    _print(f"[training] process {state.process_index} of {state.num_processes} ({state.distributed_type.value}) "
+           f"finished {trainer.state.global_step} steps")
 
     save_adapter(run, result.metrics)
     if run.is_main:
@@ -249,16 +254,25 @@ def _check_sft_adapter_base(sft_adapter: str | None, base_identity: dict[str, An
 
 
 def _checkpoint_to_resume(run_dir: Path, resume: bool) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+    """The last complete checkpoint: a kill while saving leaves a checkpoint folder without its trainer state."""
+    checkpoints = sorted(
+        (p for p in run_dir.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
+    complete = [p for p in checkpoints if (p / "trainer_state.json").is_file()]
+    last = complete[-1] if complete else None
     if resume:
         if last is None:
-            _print(f"[training] --resume: no checkpoint in {run_dir}; starting from the first step")
-        return last
-    if last is not None:
+            _print(f"[training] --resume: no complete checkpoint in {run_dir}; starting from the first step")
+            return None
+        for partial in checkpoints:
+            if partial not in complete and int(partial.name.split("-")[-1]) > int(last.name.split("-")[-1]):
+                _print(f"[training] --resume: {partial.name} was not finished when the run stopped; ignoring it")
+                shutil.rmtree(partial, ignore_errors=True)
+        return str(last)
+    if checkpoints:
         raise RecipeError(
-            f"{run_dir} holds checkpoints of an earlier run ({Path(last).name}): pass --resume to continue it, "
+            f"{run_dir} holds checkpoints of an earlier run ({checkpoints[-1].name}): pass --resume to continue it, "
             f"or delete the folder to start over"
         )
     return None
@@ -281,8 +295,6 @@ def _announce(run: PreparedRun) -> None:
         ("adapter", f"{run.output_dir} (checkpoints in {run.run_dir})"),
         ("tracking", ", ".join(run.tracker.report_to) or "none"),
     ]
-    if run.resume_from:
-        rows.append(("resuming", run.resume_from))
     try:
         from rich.console import Console
         from rich.table import Table
