@@ -172,7 +172,7 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
         from data import filters
 
         features = filters.event_features(full)
-        meta = full.select("request_id", "session_id", "user_id", "ts")
+        meta = full.select("request_id", "session_id", "user_id", "ts", "generation_id")
         gens = rules.generation_table(events)
         finals = rules.final_answers(gens)
         tables = {
@@ -332,7 +332,8 @@ def write_build(tmp: Path, state: BuildState, tables: dict[str, pl.DataFrame], b
         t = tables[kind].filter(pl.col("drop").is_null())
         splits = {}
         for split in ("train", "test"):
-            part = t.filter(pl.col("split") == split).sort("ts", "request_id", "meta_row", "signal", "text_row")
+            # Ordered by content, not by input position: the same events in any order or files give the same bytes.
+            part = t.filter(pl.col("split") == split).sort("ts", "request_id", "generation_id", "signal", "_tk")
             if kind == "kto":
                 part = part.sample(fraction=1.0, shuffle=True, seed=cfg.shuffle_seed)
             splits[split] = materialize(kind, part, state.texts, state.tenant_of_row)

@@ -45,7 +45,7 @@ def redact_events(events: pl.DataFrame, rows: pl.Series, kinds: list[str]) -> tu
         new, counts = _redact(pl.col(name), kinds)
         got = live.select(new.alias(name), **counts)
         for k in totals:
-            totals[k] += int(got[k].sum() or 0) if len(got) else 0
+            totals[k] += int(got[k][0] or 0) if len(got) else 0
         updates[name] = got[name]
     live = live.with_columns(**updates)
     msgs = (events.filter(pl.col("row").is_in(rows.implode()) & pl.col("messages").is_not_null())
@@ -53,7 +53,7 @@ def redact_events(events: pl.DataFrame, rows: pl.Series, kinds: list[str]) -> tu
             .select("row", pl.col("messages").struct.field("role").alias("role"),
                     pl.col("messages").struct.field("content").alias("content")))
     new, counts = _redact(pl.col("content"), kinds)
-    got = msgs.select(counts) if len(msgs) else None
+    got = msgs.select(**counts) if len(msgs) else None
     for k in totals:
         totals[k] += int(got[k][0] or 0) if got is not None else 0
     msgs = (msgs.with_columns(content=new).group_by("row", maintain_order=True)

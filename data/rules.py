@@ -236,6 +236,6 @@ def attach(examples: pl.DataFrame, features: pl.DataFrame, meta: pl.DataFrame, k
         rej = examples["rejected_row"]
         cols += [features["tk"].gather(rej).alias("_rk"), features["tlen"].gather(rej).alias("_rlen"),
                  features["tblank"].gather(rej).alias("_rblank")]
-    m = meta.select("request_id", "session_id", "user_id", "ts")
+    m = meta.select("request_id", "session_id", "user_id", "ts", "generation_id")
     cols += [m[c].gather(idx["meta_row"]) for c in m.columns]
     return examples.with_columns(cols).with_columns(drop=pl.lit(None, pl.String))
