@@ -42,7 +42,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     from data.validate import validate_paths
 
-    console = Console(stderr=False, highlight=False)
+    console = Console(highlight=False, soft_wrap=True)  # error lines stay whole, for grep and editors
     try:
         report = validate_paths(args.paths)
     except FileNotFoundError as exc:
