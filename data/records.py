@@ -88,7 +88,7 @@ def _check_field(obj: dict, name: str, kind: str) -> str | None:
         for i, m in enumerate(v):
             if type(m) is not dict:
                 return f"[{i}]: must be an object {{role, content}}"
-            if m.get("role") not in ROLES:
+            if type(m.get("role")) is not str or m["role"] not in ROLES:
                 return f"[{i}].role: must be one of system/user/assistant/tool, got {m.get('role')!r}"
             if type(m.get("content")) is not str:
                 return f"[{i}].content: must be a string"
@@ -106,7 +106,8 @@ def check_event(obj: Any) -> tuple[str | None, str | None, int | None]:
     A fast path accepts a well-formed event with a handful of type tests (it runs once per input line); anything
     it does not accept goes through `explain_event`, which finds the first problem and words it."""
     if type(obj) is dict:
-        ids = _ID_FIELDS.get(obj.get("type"))  # type: ignore[arg-type]
+        t = obj.get("type")
+        ids = _ID_FIELDS.get(t) if type(t) is str else None
         if ids is not None:
             g = obj.get
             ts = g("ts")
@@ -119,7 +120,6 @@ def check_event(obj: Any) -> tuple[str | None, str | None, int | None]:
                     ok = False
                     break
             if ok:
-                t = obj["type"]
                 tenant = g("tenant")
                 tags = g("tags")
                 if tenant is not None and type(tenant) is not str:
@@ -137,7 +137,8 @@ def check_event(obj: Any) -> tuple[str | None, str | None, int | None]:
                           and (params is None or type(params) is dict))
                     if ok:
                         for m in msgs:
-                            if type(m) is not dict or m.get("role") not in ROLES or type(m.get("content")) is not str:
+                            if (type(m) is not dict or type(m.get("role")) is not str or m["role"] not in ROLES
+                                    or type(m.get("content")) is not str):
                                 ok = False
                                 break
                         ok = ok and msgs[-1]["role"] == "user"
