@@ -387,6 +387,23 @@ def _alias_entries(reg: Registry, state: dict[str, Any] | None) -> list[dict[str
     return [reg.entry(n) for n in sorted(names)]
 
 
+def _event(action: str, state: dict[str, Any], to: str, adapter_sha256: str, gate_report_sha256: str | None,
+           refusals: list[Refusal], reason: str | None) -> dict[str, Any]:
+    return {
+        "seq": len(state["history"]) + 1,
+        "action": action,
+        "from": state["current"],
+        "to": to,
+        "at": _now(),
+        "by": _who(),
+        "adapter_sha256": adapter_sha256,
+        "gate_report_sha256": gate_report_sha256,
+        "forced": bool(refusals),
+        "reason": reason,
+        "overridden": [r.code for r in refusals],
+    }
+
+
 def promote(
     adapter: str | Path,
     gate_dir: str | Path,
@@ -420,6 +437,18 @@ def promote(
             raise PromotionRefused(hard)
         if refusals and not force:
             raise PromotionRefused(refusals, hint="(--force --reason TEXT overrides and records it in the history)")
+
+        if current is not None and current["adapter"]["adapter_sha256"] == facts["adapter_sha256"]:
+            return current  # already what the alias serves: promoting again changes nothing
+        same = [e for e in _alias_entries(reg, state) if e["adapter"]["adapter_sha256"] == facts["adapter_sha256"]]
+        if same:
+            # The same weights are stored already (promoted, then rolled back): point at that version rather than
+            # store a copy under a new name that vLLM would load a second time.
+            name = same[-1]["name"]
+            event = _event("promote", state, name, facts["adapter_sha256"], facts["report_sha256"], refusals, reason)
+            reg._write_alias({**state, "current": name, "updated": event["at"], "history": [*state["history"], event]})
+            reg.write_serving_manifest()
+            return reg.entry(name)
 
         reg.sweep_temporaries()
         taken = [int(n.rsplit("-v", 1)[1]) for n in reg.version_names(alias)]
@@ -466,19 +495,8 @@ def promote(
             files["gate_report.json"] = gate_dir / "gate_report.json"
         reg.storage.put_dir(files, reg.version_dir(name))
 
-        event = {
-            "seq": len(state["history"]) + 1,
-            "action": "promote",
-            "from": state["current"],
-            "to": name,
-            "at": entry["created"],
-            "by": entry["created_by"],
-            "adapter_sha256": facts["adapter_sha256"],
-            "gate_report_sha256": facts["report_sha256"],
-            "forced": bool(refusals),
-            "reason": reason if refusals or force else None,
-            "overridden": [r.code for r in refusals],
-        }
+        event = _event("promote", state, name, facts["adapter_sha256"], facts["report_sha256"], refusals, reason)
+        event["at"] = entry["created"]
         reg._write_alias({**state, "current": name, "updated": event["at"], "history": [*state["history"], event]})
         reg.write_serving_manifest()
     return reg.entry(name)
@@ -508,10 +526,8 @@ def rollback(
         if bad := reg.verify(target):
             raise RegistryError(f"{target}: stored files changed since promotion: {', '.join(bad)}")
         entry = reg.entry(target)
-        event = {"seq": len(state["history"]) + 1, "action": "rollback", "from": state["current"], "to": target,
-                 "at": _now(), "by": _who(), "adapter_sha256": entry["adapter"]["adapter_sha256"],
-                 "gate_report_sha256": (entry.get("gate") or {}).get("report_sha256"), "forced": False,
-                 "reason": reason, "overridden": []}
+        event = _event("rollback", state, target, entry["adapter"]["adapter_sha256"],
+                       (entry.get("gate") or {}).get("report_sha256"), [], reason)
         reg._write_alias({**state, "current": target, "updated": event["at"], "history": [*state["history"], event]})
         reg.write_serving_manifest()
     return entry

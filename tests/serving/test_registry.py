@@ -170,3 +170,18 @@ def test_cli_exit_codes_and_registry_commands(bench, capsys):
     assert flywheel_main(["registry", "show", "s-v1", "--registry", reg, "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["name"] == "s-v1" and shown["intact"] is True
+
+
+def test_promoting_stored_weights_again_reuses_their_version(bench):
+    a1 = bench.gated_adapter("a1", seed=1)
+    a2 = bench.gated_adapter("a2", seed=2)
+    promote(*a1, "support", registry=bench.registry)
+    promote(*a2, "support", registry=bench.registry)
+    assert promote(*a2, "support", registry=bench.registry)["name"] == "support-v2"  # already current: no-op
+    rollback("support", registry=bench.registry)
+    # Same weights as support-v2: the alias goes back to it; no support-v3 copy for vLLM to load twice.
+    assert promote(*a2, "support", registry=bench.registry)["name"] == "support-v2"
+    history = _history(bench.registry, "support")
+    assert [(e["action"], e["to"]) for e in history] == [
+        ("promote", "support-v1"), ("promote", "support-v2"), ("rollback", "support-v1"), ("promote", "support-v2")]
+    assert sorted(p.name for p in (bench.registry / "versions").iterdir()) == ["support-v1", "support-v2"]
