@@ -21,6 +21,7 @@ figure is worse by more than its margin and the interval of the difference lies 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from datetime import datetime, timezone
@@ -102,8 +103,9 @@ def turns_table(events) -> tuple[list[dict[str, Any]], dict[str, int]]:
     abandoned = set(events.filter(pl.col("type") == "abandon")["request_id"].to_list())
 
     turns = []
-    for (request_id,), g in gens.group_by(["request_id"], maintain_order=True):
-        rows = g.to_dicts()
+    # One pass over plain dicts grouped by request (sorted above); Polars' per-group frames cost 50 us a turn.
+    for request_id, group in itertools.groupby(gens.to_dicts(), key=lambda r: r["request_id"]):
+        rows = list(group)
         last = rows[-1]
         accepted = [r for r in rows if r["accept_ts"] is not None]
         edited = [r for r in rows if r["edited_output"] is not None]
