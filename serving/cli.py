@@ -100,9 +100,7 @@ def _promote(args) -> int:
     print(f"  stored at {entry['path']}")
     from serving.registry import Registry
 
-    manifest = json.loads(Registry(args.registry).storage.read_text(
-        Registry(args.registry).storage.join("serving", "manifest.json")))
-    for server in manifest["servers"]:
+    for server in Registry(args.registry).serving_manifest()["servers"]:
         print(f"  serve with: {server['command_line']}")
     return 0
 

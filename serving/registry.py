@@ -19,6 +19,7 @@ disagree. A kill at any point leaves the previous alias file in place; at worst 
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import re
@@ -26,11 +27,11 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from flywheel.files import file_hashes, model_weights_sha256, sha256_bytes, sha256_file, sha256_json
 
-from serving.storage import open_storage
+from serving.storage import RegistryLocked, open_storage
 from serving.vllm import adapter_rank, shell_line, vllm_problems, vllm_serve_command
 
 ALIAS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -316,6 +317,18 @@ class Registry:
                 bad.append(rel)
         return bad
 
+    @contextlib.contextmanager
+    def locked(self, timeout_s: float) -> Iterator[None]:
+        try:
+            with self.storage.lock(timeout_s):
+                yield
+        except RegistryLocked as exc:
+            raise RegistryError(str(exc)) from None
+
+    def serving_manifest(self) -> dict[str, Any] | None:
+        path = self.storage.join("serving", "manifest.json")
+        return json.loads(self.storage.read_text(path)) if self.storage.exists(path) else None
+
     # writes (callers hold the lock)
     def sweep_temporaries(self) -> list[str]:
         """Remove what killed writers left half-made (dot-named temporaries); safe only under the lock."""
@@ -428,7 +441,7 @@ def promote(
     if not adapter_dir.is_dir():
         raise RegistryError(f"{adapter_dir}: no such adapter folder")
     reg = Registry(registry)
-    with reg.storage.lock(lock_timeout_s):
+    with reg.locked(lock_timeout_s):
         state = reg.alias_state(alias) or {"kind": "flywheel.alias", "alias": alias, "current": None, "history": []}
         current = reg.entry(state["current"]) if state["current"] else None
         facts, refusals = check_promotion(adapter_dir, gate_dir, _alias_entries(reg, state), current)
@@ -511,7 +524,7 @@ def rollback(
 ) -> dict[str, Any]:
     """Point `alias` back at the version the current one replaced (or at `to`); returns that version's entry."""
     reg = Registry(registry)
-    with reg.storage.lock(lock_timeout_s):
+    with reg.locked(lock_timeout_s):
         state = reg.alias_state(alias)
         if state is None or not state.get("current"):
             raise RegistryError(f"{reg.storage.url}: no alias {alias!r} to roll back")

@@ -53,3 +53,17 @@ def test_chat_answers_a_prompt_non_interactively(bench, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "user> How do I reset my password?"
     assert out[1].startswith("support-v1> ") and len(out[1]) > len("support-v1> ")
+
+
+def test_chat_reads_a_conversation_from_stdin(bench):
+    import io
+
+    from serving.chat import chat_loop
+
+    promote(*bench.gated_adapter("a1", seed=1), "support", registry=bench.registry)
+    out = io.StringIO()
+    assert chat_loop("support-v1", registry=bench.registry, max_new_tokens=6,
+                     stdin=io.StringIO("hello\nand then?\nexit\nnot read\n"), stdout=out) == 0
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("chatting with support-v1")
+    assert len([line for line in lines if line.startswith("support-v1> ")]) == 2

@@ -117,3 +117,25 @@ def test_registry_on_fsspec_memory_filesystem(bench):
     assert rollback("support", registry=url)["name"] == "support-v1"
     (row,) = list_registry(url)
     assert row["current"] == "support-v1" and row["versions"] == ["support-v1", "support-v2"]
+
+
+def test_a_held_lock_times_out_with_a_clear_error(bench):
+    from serving.registry import Registry, RegistryError
+
+    adapter, gate = bench.gated_adapter("a1", seed=1)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from serving.storage import open_storage
+        with open_storage({str(bench.registry)!r}).lock():
+            print("held", flush=True)
+            time.sleep(30)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RegistryError, match="another promotion holds the registry lock"):
+            promote(adapter, gate, "support", registry=bench.registry, lock_timeout_s=0.3)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert promote(adapter, gate, "support", registry=bench.registry)["name"] == "support-v1"
+    assert Registry(bench.registry).current("support")["name"] == "support-v1"
