@@ -10,7 +10,7 @@ import pytest
 
 from flywheel.cli import main as flywheel_main
 from serving import registry as R
-from serving.registry import PromotionRefused, RegistryError, list_registry, promote, rollback, show
+from serving.registry import PromotionRefused, Registry, RegistryError, list_registry, promote, rollback, show
 
 
 def _history(reg_dir, alias):
@@ -51,16 +51,19 @@ def test_promote_stores_immutable_entry_and_moves_alias(bench):
     assert server["command_line"] in script and "VLLM_ALLOW_RUNTIME_LORA_UPDATING=True" in script
 
 
-def _refused(exc_info, code):
-    assert [r.code for r in exc_info.value.refusals][0] == code, str(exc_info.value)
+def _refused(bench, adapter, gate, code, **kwargs) -> PromotionRefused:
+    """Promote, expect a refusal whose first reason is `code`, and check the alias did not move."""
+    before = Registry(bench.registry).alias_state("support")
+    with pytest.raises(PromotionRefused) as exc_info:
+        promote(adapter, gate, "support", registry=bench.registry, **kwargs)
+    assert exc_info.value.refusals[0].code == code, str(exc_info.value)
+    assert Registry(bench.registry).alias_state("support") == before
     return exc_info.value
 
 
 def test_refuses_without_gate_report(bench):
     adapter = bench.adapter("a", seed=1)
-    with pytest.raises(PromotionRefused) as e:
-        promote(adapter, bench.root / "no-gate", "support", registry=bench.registry)
-    err = _refused(e, "no_gate_report")
+    err = _refused(bench, adapter, bench.root / "no-gate", "no_gate_report")
     assert err.exit_code == R.EXIT_NO_GATE_REPORT and "gate_report.json does not exist" in str(err)
     assert not (bench.registry / "aliases" / "support.json").exists()
 
@@ -68,9 +71,7 @@ def test_refuses_without_gate_report(bench):
 def test_refuses_failed_gate(bench):
     adapter = bench.adapter("a", seed=1)
     gate = bench.gate("g", adapter, bench.eval_set("e", "2026-11-01T00:00:00+00:00"), decision="fail")
-    with pytest.raises(PromotionRefused) as e:
-        promote(adapter, gate, "support", registry=bench.registry)
-    err = _refused(e, "gate_failed")
+    err = _refused(bench, adapter, gate, "gate_failed")
     assert err.exit_code == R.EXIT_GATE_FAILED and "pref_accuracy" in str(err)
 
 
@@ -78,9 +79,7 @@ def test_refuses_adapter_changed_after_gating(bench):
     adapter, gate = bench.gated_adapter("a", seed=1)
     bench_weights = adapter / "adapter_model.safetensors"
     bench_weights.write_bytes(bench_weights.read_bytes()[:-4] + b"\0\0\0\0")
-    with pytest.raises(PromotionRefused) as e:
-        promote(adapter, gate, "support", registry=bench.registry)
-    err = _refused(e, "hash_mismatch")
+    err = _refused(bench, adapter, gate, "hash_mismatch")
     assert err.exit_code == R.EXIT_HASH_MISMATCH and "changed after gating" in str(err)
 
 
@@ -88,19 +87,23 @@ def test_refuses_changed_eval_set(bench):
     adapter, gate = bench.gated_adapter("a", seed=1)
     eval_set = bench.root / "eval_sets" / "es-a"
     (eval_set / "pairs.jsonl").write_text('{"id": "swapped"}\n')
-    with pytest.raises(PromotionRefused) as e:
-        promote(adapter, gate, "support", registry=bench.registry)
-    assert "pairs.jsonl" in str(_refused(e, "hash_mismatch"))
+    assert "pairs.jsonl" in str(_refused(bench, adapter, gate, "hash_mismatch"))
 
 
 def test_refuses_adapter_for_another_base(bench):
     # Trained on other weights than the ones the gate (and the alias) ran on.
     adapter = bench.adapter("a", seed=1, base_sha="0" * 64)
     gate = bench.gate("g", adapter, bench.eval_set("e", "2026-11-01T00:00:00+00:00"))
-    with pytest.raises(PromotionRefused) as e:
-        promote(adapter, gate, "support", registry=bench.registry)
-    err = _refused(e, "wrong_base")
+    err = _refused(bench, adapter, gate, "wrong_base")
     assert err.exit_code == R.EXIT_WRONG_BASE and "0000000000" in str(err)
+
+    # Gated consistently on other weights, but the alias serves a version on this base: still another base.
+    promote(*bench.gated_adapter("a1", seed=1), "support", registry=bench.registry)
+    other = bench.adapter("other", seed=2, base_sha="0" * 64)
+    gate = bench.gate("g-other", other, bench.eval_set("e2", "2026-11-02T00:00:00+00:00"), base_sha="0" * 64)
+    err = _refused(bench, other, gate, "hash_mismatch")  # the weights at the gate's base path are not "000..."
+    assert "alias 'support' serves support-v1 on base weights" in str(err)
+    assert [r.code for r in err.refusals] == ["hash_mismatch", "wrong_base"]
 
 
 def test_refuses_eval_set_older_than_the_alias_last_gate(bench):
@@ -108,9 +111,7 @@ def test_refuses_eval_set_older_than_the_alias_last_gate(bench):
     old_set = bench.eval_set("old", "2026-11-01T00:00:00+00:00")
     promote(*bench.gated_adapter("a1", seed=1, eval_set=new_set), "support", registry=bench.registry)
     adapter2, gate2 = bench.gated_adapter("a2", seed=2, eval_set=old_set)
-    with pytest.raises(PromotionRefused) as e:
-        promote(adapter2, gate2, "support", registry=bench.registry)
-    err = _refused(e, "eval_set_older")
+    err = _refused(bench, adapter2, gate2, "eval_set_older")
     assert err.exit_code == R.EXIT_EVAL_SET_OLDER and "older" in str(err)
     # The same eval set, or a newer one, is fine.
     promote(*bench.gated_adapter("a3", seed=3, eval_set=new_set), "support", registry=bench.registry)
@@ -130,9 +131,7 @@ def test_force_overrides_and_records_reason(bench):
 def test_unservable_adapter_refused_even_with_force(bench):
     adapter = bench.adapter("a", seed=1, config={"use_dora": True})
     gate = bench.gate("g", adapter, bench.eval_set("e", "2026-11-01T00:00:00+00:00"))
-    with pytest.raises(PromotionRefused) as e:
-        promote(adapter, gate, "support", registry=bench.registry, force=True, reason="try")
-    assert "DoRA" in str(_refused(e, "not_servable"))
+    assert "DoRA" in str(_refused(bench, adapter, gate, "not_servable", force=True, reason="try"))
 
 
 def test_rollback_moves_alias_back_and_keeps_history(bench):
