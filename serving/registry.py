@@ -283,7 +283,16 @@ class Registry:
 
     def alias_state(self, alias: str) -> dict[str, Any] | None:
         path = self.alias_file(alias)
-        return json.loads(self.storage.read_text(path)) if self.storage.exists(path) else None
+        if not self.storage.exists(path):
+            return None
+        try:
+            state = json.loads(self.storage.read_text(path))
+        except json.JSONDecodeError as exc:
+            raise RegistryError(f"{path}: not valid JSON ({exc}); it is only ever replaced whole, so it was edited "
+                                "by hand") from None
+        if state.get("kind") != "flywheel.alias" or not isinstance(state.get("history"), list):
+            raise RegistryError(f"{path}: not an alias file (kind {state.get('kind')!r})")
+        return state
 
     def version_names(self, alias: str) -> list[str]:
         """Every version folder of this alias, promoted or left behind by an interrupted promotion, by number."""
@@ -342,6 +351,9 @@ class Registry:
 
     def _write_alias(self, state: dict[str, Any]) -> None:
         # The one write that moves the alias: a rename of a complete file over the old one.
+        old = (self.alias_state(state["alias"]) or {}).get("history", [])
+        if state["history"][: len(old)] != old or len(state["history"]) != len(old) + 1:
+            raise RegistryError(f"{self.alias_file(state['alias'])}: the history is append-only, one event per write")
         self.storage.write_text(self.alias_file(state["alias"]), json.dumps(state, indent=2, default=str) + "\n")
 
     def write_serving_manifest(self) -> dict[str, Any]:

@@ -184,3 +184,13 @@ def test_promoting_stored_weights_again_reuses_their_version(bench):
     assert [(e["action"], e["to"]) for e in history] == [
         ("promote", "support-v1"), ("promote", "support-v2"), ("rollback", "support-v1"), ("promote", "support-v2")]
     assert sorted(p.name for p in (bench.registry / "versions").iterdir()) == ["support-v1", "support-v2"]
+
+
+def test_hand_edited_alias_file_is_a_clear_error(bench, capsys):
+    promote(*bench.gated_adapter("a1", seed=1), "support", registry=bench.registry)
+    alias_file = bench.registry / "aliases" / "support.json"
+    alias_file.write_text(alias_file.read_text()[:-20])
+    with pytest.raises(RegistryError, match=r"support\.json: not valid JSON"):
+        promote(*bench.gated_adapter("a2", seed=2), "support", registry=bench.registry)
+    assert flywheel_main(["registry", "show", "support", "--registry", str(bench.registry)]) == R.EXIT_REGISTRY
+    assert "support.json: not valid JSON" in capsys.readouterr().err
