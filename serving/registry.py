@@ -133,7 +133,7 @@ def _eval_set_facts(report_eval_set: dict[str, Any]) -> tuple[dict[str, Any], li
 
 
 def _eval_set_key(eval_set: dict[str, Any]) -> tuple:
-    """Order eval sets by creation time (ISO 8601), then by version when it is a number."""
+    """Order eval sets by creation time (ISO 8601), then by version when it is a number; unknown sorts first."""
     created = eval_set.get("created")
     try:
         when = datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp() if created else None
@@ -154,6 +154,73 @@ def _older(new: dict[str, Any], old: dict[str, Any]) -> bool:
     return False
 
 
+def _newest_eval_set(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    sets = [e["eval_set"] for e in entries if e.get("eval_set")]
+    key = lambda es: tuple(float("-inf") if x is None else x for x in _eval_set_key(es))  # noqa: E731
+    return max(sets, key=key, default=None)
+
+
+def _read_gate_report(report_path: Path) -> tuple[dict[str, Any] | None, list[Refusal]]:
+    if not report_path.is_file():
+        return None, [Refusal("no_gate_report", f"{report_path} does not exist: run `flywheel eval gate` first")]
+    try:
+        report = _read_json_file(report_path)
+    except json.JSONDecodeError as exc:
+        return None, [Refusal("no_gate_report", f"{report_path}: not valid JSON ({exc})")]
+    if not isinstance(report, dict) or report.get("kind") != "flywheel.gate_report":
+        return None, [Refusal("no_gate_report", f"{report_path}: kind is not 'flywheel.gate_report'")]
+    if report.get("decision") != "pass":
+        reasons = "; ".join(map(str, report.get("reasons") or [])) or "no reasons given"
+        return report, [Refusal("gate_failed", f"{report_path}: decision is {report.get('decision')!r} ({reasons})")]
+    return report, []
+
+
+def _check_adapter_hashes(report: dict[str, Any], report_path: Path, adapter_dir: Path, hashes: dict[str, str],
+                          adapter_sha256: str) -> list[Refusal]:
+    """Every file the gate hashed must be unchanged, and the gate must have hashed what vLLM loads."""
+    refusals = []
+    gated = report.get("adapter") or {}
+    gated_files = gated.get("files") or {}
+    for name in SERVED_FILES:
+        if name not in gated_files:
+            refusals.append(Refusal("hash_mismatch", f"{report_path}: adapter.files does not vouch for {name}"))
+    if gated.get("adapter_sha256") and gated["adapter_sha256"] != adapter_sha256:
+        refusals.append(Refusal("hash_mismatch", f"{adapter_dir}: adapter_sha256 {adapter_sha256} is not the "
+                                f"{gated['adapter_sha256']} the gate measured"))
+    for name, sha in sorted(gated_files.items()):
+        if hashes.get(name) != sha:
+            refusals.append(Refusal(
+                "hash_mismatch",
+                f"{adapter_dir / name}: sha256 {hashes.get(name, 'missing')} is not the {sha} the gate measured "
+                "(the adapter changed after gating: gate it again)",
+            ))
+    return refusals
+
+
+def _check_base(report: dict[str, Any], lineage: dict[str, Any] | None, lineage_path: Path,
+                current: dict[str, Any] | None) -> tuple[dict[str, Any], list[Refusal]]:
+    """The base weights the gate ran on: still the same on disk, the adapter's, and the alias's."""
+    refusals = []
+    lineage_base = dict((lineage or {}).get("base_model") or {})
+    gated = report.get("base") or {}
+    gated_sha = gated.get("weights_sha256")
+    base_path = Path(str(gated.get("path", "")))
+    if not base_path.is_dir():
+        refusals.append(Refusal("hash_mismatch", f"base model {base_path} named by the gate report is not there "
+                                "to verify"))
+    elif (actual := model_weights_sha256(base_path)) != gated_sha:
+        refusals.append(Refusal("hash_mismatch", f"base weights at {base_path}: sha256 {actual} is not the "
+                                f"{gated_sha} the gate ran on"))
+    if lineage is not None and lineage_base.get("weights_sha256") != gated_sha:
+        refusals.append(Refusal("wrong_base", f"{lineage_path}: the adapter was trained on base weights "
+                                f"{lineage_base.get('weights_sha256')}, the gate ran on {gated_sha}"))
+    served_sha = current["base"].get("weights_sha256") if current else None
+    if current is not None and gated_sha and served_sha != gated_sha:
+        refusals.append(Refusal("wrong_base", f"alias {current['alias']!r} serves {current['name']} on base weights "
+                                f"{served_sha}; this adapter is for base weights {gated_sha}"))
+    return {**lineage_base, "path": gated.get("path", lineage_base.get("path")), "weights_sha256": gated_sha}, refusals
+
+
 def check_promotion(
     adapter_dir: Path, gate_dir: Path, previous_entries: list[dict[str, Any]], current: dict[str, Any] | None
 ) -> tuple[dict[str, Any], list[Refusal]]:
@@ -161,102 +228,48 @@ def check_promotion(
 
     `previous_entries`: the entries promoted under this alias so far; `current`: the one the alias points to.
     """
-    refusals: list[Refusal] = []
-    facts: dict[str, Any] = {"adapter_dir": adapter_dir, "gate_dir": gate_dir}
-
     config_path = adapter_dir / "adapter_config.json"
     if not config_path.is_file() or not (adapter_dir / "adapter_model.safetensors").is_file():
         raise RegistryError(f"{adapter_dir}: not an adapter folder (needs {' and '.join(SERVED_FILES)})")
-    adapter_config = _read_json_file(config_path)
-    lineage_path = adapter_dir / "lineage.json"
-    lineage = _read_json_file(lineage_path) if lineage_path.is_file() else None
+    try:
+        adapter_config = _read_json_file(config_path)
+        lineage_path = adapter_dir / "lineage.json"
+        lineage = _read_json_file(lineage_path) if lineage_path.is_file() else None
+    except json.JSONDecodeError as exc:
+        raise RegistryError(f"{adapter_dir}: {exc}") from None
     files = {p.name: p for p in sorted(adapter_dir.iterdir()) if p.is_file()}
     hashes = {name: sha256_file(p) for name, p in files.items()}
-    facts.update(adapter_config=adapter_config, lineage=lineage, files=files, hashes=hashes)
-    facts["adapter_sha256"] = sha256_json({n: hashes[n] for n in SERVED_FILES})
-
-    for problem in vllm_problems(adapter_config):
-        refusals.append(Refusal("not_servable", f"{config_path}: {problem}"))
+    facts: dict[str, Any] = {
+        "adapter_config": adapter_config, "lineage": lineage, "files": files, "hashes": hashes,
+        "adapter_sha256": sha256_json({n: hashes[n] for n in SERVED_FILES}),
+        "base": dict((lineage or {}).get("base_model") or {}), "eval_set": None,
+    }
+    refusals = [Refusal("not_servable", f"{config_path}: {problem}") for problem in vllm_problems(adapter_config)]
 
     report_path = gate_dir / "gate_report.json"
-    report = None
-    if not report_path.is_file():
-        refusals.append(Refusal("no_gate_report", f"{report_path} does not exist: run `flywheel eval gate` first"))
-    else:
-        try:
-            report = _read_json_file(report_path)
-        except json.JSONDecodeError as exc:
-            refusals.append(Refusal("no_gate_report", f"{report_path}: not valid JSON ({exc})"))
-        else:
-            if not isinstance(report, dict) or report.get("kind") != "flywheel.gate_report":
-                refusals.append(Refusal("no_gate_report", f"{report_path}: kind is not 'flywheel.gate_report'"))
-                report = None
+    report, found = _read_gate_report(report_path)
+    refusals += found
     facts["report"] = report
     facts["report_sha256"] = sha256_file(report_path) if report is not None else None
+    if report is None:
+        served_sha = current["base"].get("weights_sha256") if current else None
+        trained_sha = facts["base"].get("weights_sha256")
+        if current is not None and trained_sha and served_sha != trained_sha:
+            refusals.append(Refusal("wrong_base", f"alias {current['alias']!r} serves {current['name']} on base "
+                                    f"weights {served_sha}; this adapter was trained on {trained_sha}"))
+        return facts, refusals
 
-    base = dict((lineage or {}).get("base_model") or {})
-    if report is not None:
-        if report.get("decision") != "pass":
-            reasons = "; ".join(map(str, report.get("reasons") or [])) or "no reasons given"
-            refusals.append(Refusal("gate_failed", f"{report_path}: decision is {report.get('decision')!r} ({reasons})"))
-
-        gated_files = (report.get("adapter") or {}).get("files") or {}
-        for name in SERVED_FILES:
-            if name not in gated_files:
-                refusals.append(Refusal("hash_mismatch", f"{report_path}: adapter.files does not vouch for {name}"))
-        gated_sha = (report.get("adapter") or {}).get("adapter_sha256")
-        if gated_sha and gated_sha != facts["adapter_sha256"]:
-            refusals.append(Refusal(
-                "hash_mismatch",
-                f"{adapter_dir}: adapter_sha256 {facts['adapter_sha256']} is not the {gated_sha} the gate measured",
-            ))
-        for name, sha in sorted(gated_files.items()):
-            if hashes.get(name) != sha:
-                now = hashes.get(name, "missing")
-                refusals.append(Refusal(
-                    "hash_mismatch",
-                    f"{adapter_dir / name}: sha256 {now} is not the {sha} the gate measured "
-                    "(the adapter changed after gating: gate it again)",
-                ))
-
-        report_base = report.get("base") or {}
-        gated_base_sha = report_base.get("weights_sha256")
-        base_path = Path(str(report_base.get("path", "")))
-        if base_path.is_dir():
-            actual = model_weights_sha256(base_path)
-            if actual != gated_base_sha:
-                refusals.append(Refusal(
-                    "hash_mismatch",
-                    f"base weights at {base_path}: sha256 {actual} is not the {gated_base_sha} the gate ran on",
-                ))
-        else:
-            refusals.append(Refusal("hash_mismatch", f"base model {base_path} named by the gate report is not there to verify"))
-        lineage_base_sha = base.get("weights_sha256")
-        if lineage is not None and lineage_base_sha != gated_base_sha:
-            refusals.append(Refusal(
-                "wrong_base",
-                f"{lineage_path}: the adapter was trained on base weights {lineage_base_sha}, "
-                f"the gate ran on {gated_base_sha}",
-            ))
-        base = {**base, "path": report_base.get("path", base.get("path")), "weights_sha256": gated_base_sha}
-
-        eval_set, eval_refusals = _eval_set_facts(report.get("eval_set") or {})
-        refusals += eval_refusals
-        facts["eval_set"] = eval_set
-        if previous_entries:
-            newest = max((e["eval_set"] for e in previous_entries if e.get("eval_set")), key=_eval_set_key, default=None)
-            if newest is not None and _older(eval_set, newest):
-                refusals.append(Refusal(
-                    "eval_set_older",
-                    f"the gate used eval set {eval_set.get('path')} (created {eval_set.get('created')}), older than "
-                    f"{newest.get('path')} (created {newest.get('created')}) that this alias was last gated on",
-                ))
-    facts["base"] = base
-    if current is not None and base.get("weights_sha256") and current["base"].get("weights_sha256") != base["weights_sha256"]:
+    refusals += _check_adapter_hashes(report, report_path, adapter_dir, hashes, facts["adapter_sha256"])
+    facts["base"], found = _check_base(report, lineage, lineage_path, current)
+    refusals += found
+    facts["eval_set"], found = _eval_set_facts(report.get("eval_set") or {})
+    refusals += found
+    newest = _newest_eval_set(previous_entries)
+    if newest is not None and _older(facts["eval_set"], newest):
         refusals.append(Refusal(
-            "wrong_base",
-            f"alias {current['alias']!r} serves {current['name']} on base weights {current['base'].get('weights_sha256')}; "
-            f"this adapter is for base weights {base['weights_sha256']}",
+            "eval_set_older",
+            f"the gate used eval set {facts['eval_set'].get('path')} (created {facts['eval_set'].get('created')}), "
+            f"older than {newest.get('path')} (created {newest.get('created')}) that this alias was last gated on",
         ))
     return facts, refusals
 
@@ -547,7 +560,8 @@ def rollback(
             raise RegistryError(f"alias {alias!r} already points at {target}")
         promoted = {e["to"] for e in state["history"] if e["action"] == "promote"}
         if target not in promoted:
-            raise RegistryError(f"alias {alias!r}: {target} was never promoted under it (have: {', '.join(sorted(promoted))})")
+            raise RegistryError(f"alias {alias!r}: {target} was never promoted under it "
+                            f"(have: {', '.join(sorted(promoted))})")
         if bad := reg.verify(target):
             raise RegistryError(f"{target}: stored files changed since promotion: {', '.join(bad)}")
         entry = reg.entry(target)

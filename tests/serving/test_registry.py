@@ -104,6 +104,9 @@ def test_refuses_adapter_for_another_base(bench):
     err = _refused(bench, other, gate, "hash_mismatch")  # the weights at the gate's base path are not "000..."
     assert "alias 'support' serves support-v1 on base weights" in str(err)
     assert [r.code for r in err.refusals] == ["hash_mismatch", "wrong_base"]
+    # Without a gate report, the adapter's own lineage still names its base.
+    err = _refused(bench, other, bench.root / "no-gate", "no_gate_report")
+    assert [r.code for r in err.refusals] == ["no_gate_report", "wrong_base"]
 
 
 def test_refuses_eval_set_older_than_the_alias_last_gate(bench):
