@@ -108,11 +108,15 @@ def test_concurrent_promotions_are_serialised(bench):
     assert [(e["from"], e["to"]) for e in history] == [(None, "support-v1"), ("support-v1", "support-v2")]
 
 
-def test_registry_on_fsspec_memory_filesystem(bench):
-    url = f"memory://flywheel-test-{bench.root.name}/registry"
+@pytest.mark.parametrize("protocol", ["memory", "file"])
+def test_registry_on_fsspec_filesystems(bench, protocol):
+    url = (f"memory://flywheel-test-{bench.root.name}/registry" if protocol == "memory"
+           else f"file://{bench.root}/fsspec-registry")
     promote(*bench.gated_adapter("m1", seed=1), "support", registry=url)
     entry = promote(*bench.gated_adapter("m2", seed=2), "support", registry=url)
-    assert entry["path"].startswith("memory://") and entry["path"].endswith("/versions/support-v2/adapter")
+    assert entry["path"].endswith("/versions/support-v2/adapter")
+    # What vLLM is given: a URL for a remote store, a plain path for local files.
+    assert entry["path"].startswith("memory://") if protocol == "memory" else entry["path"].startswith("/")
     assert show("support-v2", registry=url)["intact"]
     assert rollback("support", registry=url)["name"] == "support-v1"
     (row,) = list_registry(url)
