@@ -168,9 +168,15 @@ def parse_recipe(
     parser.set_defaults_with_config(**FLYWHEEL_DEFAULTS)
     parser.set_defaults_with_config(**config)
     parser.set_defaults_with_config(**(overrides or {}))
-    flywheel_args, training_args, model_args, leftover = parser.parse_args_into_dataclasses(
-        args=argv, return_remaining_strings=True
-    )
+    try:
+        flywheel_args, training_args, model_args, leftover = parser.parse_args_into_dataclasses(
+            args=argv, return_remaining_strings=True
+        )
+    except SystemExit as exc:
+        if not exc.code:  # --help
+            raise
+        # argparse has printed which argument and value; callers of the Python API get an exception, not an exit.
+        raise RecipeError(f"{where}: a value does not parse (argparse's message above names the key)") from None
     if leftover:
         raise RecipeError(f"command line: unknown option(s) {' '.join(leftover)} for stage {stage}")
 
