@@ -7,6 +7,7 @@ REASONS = {
     "orphan": "feedback naming a generation/request that no input holds (see orphans.jsonl; rebuild with it)",
     "forgotten_user": "the user asked to be forgotten",
     "other_tenant": "event of another tenant than the one built",
+    "inconsistent_request": "a request whose generations name different users or sessions (cannot be split)",
     "duplicate_generation_id": "a second generation event reusing a known generation_id",
     "superseded_edit": "an earlier edit of a generation edited again later (the latest counts)",
     "superseded_rating": "an earlier rating of a generation rated again later",

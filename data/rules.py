@@ -79,6 +79,14 @@ def link_events(events: pl.DataFrame, drops: Drops) -> tuple[pl.DataFrame, pl.Da
     orphans = events.filter(orphan.fill_null(False)).drop("gen_user", "gen_tenant", "gen_request", "req_user",
                                                           "req_tenant")
     events = split_off(events, orphan, "orphan", drops)
+    # Regenerations of one turn share its request_id; a request whose generations name different users or
+    # sessions cannot be put on one side of a split, so none of it is used.
+    spread = gens.group_by("request_id").agg(
+        ((pl.col("user_id").n_unique() > 1) | (pl.col("session_id").n_unique() > 1)).alias("_bad"))
+    bad = spread.filter(pl.col("_bad"))["request_id"].implode()
+    events = split_off(events, (pl.col("type") == "generation") & pl.col("request_id").is_in(bad)
+                       | on_gen & pl.col("gen_request").is_in(bad)
+                       | on_req & pl.col("request_id").is_in(bad), "inconsistent_request", drops)
     events = events.with_columns(
         gen_user=pl.when(on_req).then(pl.col("req_user")).otherwise(pl.col("gen_user")).fill_null(pl.col("user_id")),
         gen_tenant=pl.when(pl.col("type") == "generation").then(pl.col("tenant"))
