@@ -141,3 +141,38 @@ def test_alert_and_exit_code_when_newer_version_is_worse(tmp_path, capsys):
     # A margin wider than the drop silences it.
     assert flywheel_main(["monitor", str(log), "--out", str(tmp_path / "out2"), "--margin", "0.6",
                           "--bootstrap", "200"]) == 0
+
+
+def test_monitor_agrees_with_the_simulators_ground_truth(tmp_path):
+    """The simulator writes what really happened in each turn beside its log; the monitor sees only the log."""
+    import random
+
+    from simulation.simulate import SimConfig, simulate
+
+    def replies(conversations, seed):  # no model: replies of varied quality, so every outcome occurs
+        rng = random.Random(seed)
+        return [rng.choice(["Hello! Sure.\n- Open Settings.\n- Click Reset.\nNext step: check your inbox. Thanks!",
+                            "Open settings and click reset.",
+                            "ok"]) for _ in conversations]
+
+    config = SimConfig(p_abandon=0.05, p_rephrase_after_limit=0.3, p_abandon_after_limit=0.3, p_rate=0.5)
+    periods = []
+    for period, (adapter, seed) in enumerate([(None, 0), ("support-v1", 1)]):
+        log = tmp_path / f"period{period}.jsonl"
+        simulate(tmp_path / "base-model", log, adapter=adapter, users=12, turns=8, seed=seed, config=config,
+                 generate=replies)
+        periods.append(log)
+    report = monitor([str(p) for p in periods], tmp_path / "out", n_boot=200)
+
+    for log, label in zip(periods, ["base", "support-v1"]):
+        truth = [json.loads(line) for line in log.with_name(log.stem + ".turns.jsonl").read_text().splitlines()]
+        seen = report["versions"][label]
+        assert seen["turns"] == len(truth)
+        outcomes = [t["outcome"] for t in truth]
+        assert seen["edit_cost"] == pytest.approx(sum(t["edit_cost"] for t in truth) / len(truth))
+        assert seen["regen_rate"] == pytest.approx(sum(t["n_regenerations"] for t in truth) / len(truth))
+        assert seen["edit_rate"] == pytest.approx(outcomes.count("edit") / len(truth))
+        assert seen["accept_rate"] == pytest.approx((outcomes.count("accept") + outcomes.count("edit")) / len(truth))
+        assert seen["abandon_rate"] == pytest.approx(outcomes.count("abandon") / len(truth))
+        assert seen["rephrase_rate"] == pytest.approx(outcomes.count("rephrase") / len(truth))
+        assert 0 < seen["edit_cost"] < 1 and len(set(outcomes)) >= 3  # edits, regenerations and exits all occur
