@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from flywheel.files import file_hashes, model_weights_sha256, sha256_bytes, sha256_file, sha256_json
+from flywheel.files import model_weights_sha256, sha256_bytes, sha256_file, sha256_json
 
 from serving.storage import RegistryLocked, open_storage
 from serving.vllm import adapter_rank, shell_line, vllm_problems, vllm_serve_command
