@@ -50,6 +50,8 @@ def register(sub) -> None:
     p.add_argument("--chat", action="store_true", help="smoke-test /v1/chat/completions instead of /v1/completions")
     p.add_argument("--api-key", default=None, help="bearer token (default: $VLLM_API_KEY)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP request")
+    p.add_argument("--keep", type=int, default=None, metavar="N",
+                   help="keep only the N latest earlier versions of each alias loaded (default: unload nothing)")
     p.set_defaults(func=_serve_sync)
 
     p = sub.add_parser("merge", help="merge an adapter into its base and save a plain model (atomic)")
@@ -174,13 +176,15 @@ def _serve_sync(args) -> int:
     try:
         results = serve_sync(args.url, alias=args.alias, registry=args.registry, prompt=args.prompt,
                              chat=args.chat, api_key=args.api_key or os.environ.get("VLLM_API_KEY"),
-                             timeout=args.timeout)
+                             timeout=args.timeout, keep=args.keep)
     except (ServeSyncError, RegistryError) as exc:
         return _fail(exc)
     for r in results:
         print(f"{r['alias']}: {r['name']} {r['action']}; smoke {r['smoke']['endpoint']} -> {r['smoke']['text']!r}")
         if r["loaded_before"]:
             print(f"  still loaded for rollback: {', '.join(r['loaded_before'])}")
+        if r["unloaded"]:
+            print(f"  unloaded: {', '.join(r['unloaded'])}")
     return 0
 
 

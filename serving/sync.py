@@ -10,6 +10,7 @@ name clients ask for. After loading, one smoke request with model=<versioned nam
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -77,6 +78,11 @@ class VLLMClient:
         if status != 200:
             raise ServeSyncError(f"loading {name} from {path}: HTTP {status}: {_error_message(body)}")
 
+    def unload_lora(self, name: str) -> None:
+        status, body = self.request("POST", "/v1/unload_lora_adapter", {"lora_name": name})
+        if status != 200:
+            raise ServeSyncError(f"unloading {name}: HTTP {status}: {_error_message(body)}")
+
     def smoke(self, model: str, prompt: str, chat: bool, max_tokens: int = 16) -> dict[str, Any]:
         if chat:
             endpoint = "/v1/chat/completions"
@@ -113,13 +119,18 @@ def serve_sync(
     chat: bool = False,
     api_key: str | None = None,
     timeout: float = 120.0,
+    keep: int | None = None,
 ) -> list[dict[str, Any]]:
     """Load each alias's current version (or only `alias`'s) into the vLLM at `url` and smoke-test it.
 
-    Returns one record per alias: name, action ("loaded" or "already loaded"), smoke result, and the alias's other
-    versions still loaded on the server. Raises ServeSyncError when a load or a smoke request fails, or when the
-    server holds the versioned name with another path (a name is never reused for other weights).
+    Returns one record per alias: name, action ("loaded" or "already loaded"), smoke result, the alias's other
+    versions still loaded on the server, and those unloaded. With `keep=N`, only the N most recent versions of the
+    alias other than the current one stay loaded (by version number); the default unloads nothing. Raises
+    ServeSyncError when a load or a smoke request fails, or when the server holds the versioned name with another
+    path (a name is never reused for other weights).
     """
+    if keep is not None and keep < 0:
+        raise ServeSyncError("keep must be 0 or more", EXIT_LOAD_FAILED)
     reg = Registry(registry)
     client = VLLMClient(url, api_key=api_key, timeout=timeout)
     aliases = [alias] if alias else reg.aliases()
@@ -148,8 +159,15 @@ def serve_sync(
             if version not in client.models():
                 raise ServeSyncError(f"{version}: the server accepted the load but does not list it in /v1/models")
         smoke = client.smoke(version, prompt, chat)
-        prefix = f"{name}-v"
-        others = sorted(m for m in client.models() if m.startswith(prefix) and m != version)
+        # Only after the new version answered: the older ones are the way back.
+        pattern = re.compile(rf"^{re.escape(name)}-v(\d+)$")
+        others = sorted((int(m.group(1)), model) for model in client.models()
+                        if (m := pattern.match(model)) and model != version)
+        unloaded = []
+        if keep is not None:
+            for _, model in others[: max(len(others) - keep, 0)]:
+                client.unload_lora(model)
+                unloaded.append(model)
         results.append({"alias": name, "name": version, "path": path, "action": action, "smoke": smoke,
-                        "loaded_before": others})
+                        "loaded_before": [m for _, m in others if m not in unloaded], "unloaded": unloaded})
     return results

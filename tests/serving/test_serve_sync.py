@@ -59,3 +59,18 @@ def test_sync_cli_prints_what_it_did(bench, capsys):
     with FakeVLLM(str(bench.base_dir)) as server:
         assert flywheel_main(["serve-sync", "--url", server.url, "--registry", str(bench.registry)]) == 0
     assert "support: support-v1 loaded; smoke /v1/completions -> 'hello from support-v1'" in capsys.readouterr().out
+
+
+def test_sync_keep_unloads_only_the_oldest_versions_after_the_smoke_request(bench):
+    for i in range(1, 5):
+        promote(*bench.gated_adapter(f"a{i}", seed=i), "support", registry=bench.registry)
+    with FakeVLLM(str(bench.base_dir)) as server:
+        for v in (1, 2, 3):
+            server.loras[f"support-v{v}"] = str(bench.registry / "versions" / f"support-v{v}" / "adapter")
+        server.loras["other-v1"] = "/elsewhere"  # another alias's versions are not ours to unload
+        (r,) = serve_sync(server.url, registry=bench.registry, keep=1)
+        assert r["name"] == "support-v4" and r["unloaded"] == ["support-v1", "support-v2"]
+        assert r["loaded_before"] == ["support-v3"]
+        assert set(server.loras) == {"support-v3", "support-v4", "other-v1"}
+        paths = [path for _, path, _ in server.requests if path.startswith("/v1/")]
+        assert paths.index("/v1/completions") < paths.index("/v1/unload_lora_adapter")
