@@ -73,8 +73,14 @@ class Refusal:
         return REFUSAL_EXIT_CODES[self.code]
 
 
+# When several refusals apply, the first decides the exit code: what would make a forced promotion ship something
+# other than what was gated (changed files, another base) comes before a failed or missing gate.
+REFUSAL_ORDER = ["not_servable", "hash_mismatch", "wrong_base", "no_gate_report", "gate_failed", "eval_set_older"]
+
+
 class PromotionRefused(RegistryError):
     def __init__(self, refusals: list[Refusal], hint: str = ""):
+        refusals = sorted(refusals, key=lambda r: REFUSAL_ORDER.index(r.code))
         self.refusals = refusals
         self.exit_code = refusals[0].exit_code
         lines = [f"promotion refused ({r.code}): {r.message}" for r in refusals]

@@ -81,6 +81,13 @@ def test_refuses_adapter_changed_after_gating(bench):
     bench_weights.write_bytes(bench_weights.read_bytes()[:-4] + b"\0\0\0\0")
     err = _refused(bench, adapter, gate, "hash_mismatch")
     assert err.exit_code == R.EXIT_HASH_MISMATCH and "changed after gating" in str(err)
+    # With a failed gate too, the changed files decide the exit code: forcing would ship ungated weights.
+    failed = bench.gate("failed", bench.adapter("b", seed=2), bench.eval_set("e", "2026-11-01T00:00:00+00:00"),
+                        decision="fail")
+    tampered = bench.root / "adapters" / "b" / "adapter_model.safetensors"
+    tampered.write_bytes(tampered.read_bytes()[:-4] + b"\0\0\0\0")
+    err = _refused(bench, tampered.parent, failed, "hash_mismatch")
+    assert [r.code for r in err.refusals][-1] == "gate_failed" and err.exit_code == R.EXIT_HASH_MISMATCH
 
 
 def test_refuses_changed_eval_set(bench):
@@ -105,8 +112,8 @@ def test_refuses_adapter_for_another_base(bench):
     assert "alias 'support' serves support-v1 on base weights" in str(err)
     assert [r.code for r in err.refusals] == ["hash_mismatch", "wrong_base"]
     # Without a gate report, the adapter's own lineage still names its base.
-    err = _refused(bench, other, bench.root / "no-gate", "no_gate_report")
-    assert [r.code for r in err.refusals] == ["no_gate_report", "wrong_base"]
+    err = _refused(bench, other, bench.root / "no-gate", "wrong_base")
+    assert [r.code for r in err.refusals] == ["wrong_base", "no_gate_report"]
 
 
 def test_refuses_eval_set_older_than_the_alias_last_gate(bench):
