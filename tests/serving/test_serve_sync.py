@@ -74,3 +74,22 @@ def test_sync_keep_unloads_only_the_oldest_versions_after_the_smoke_request(benc
         assert set(server.loras) == {"support-v3", "support-v4", "other-v1"}
         paths = [path for _, path, _ in server.requests if path.startswith("/v1/")]
         assert paths.index("/v1/completions") < paths.index("/v1/unload_lora_adapter")
+
+
+def test_client_surfaces_vllm_error_messages(bench):
+    from serving.sync import VLLMClient
+
+    promote(*bench.gated_adapter("a1", seed=1), "support", registry=bench.registry)
+    path = str(bench.registry / "versions" / "support-v1" / "adapter")
+    with FakeVLLM(str(bench.base_dir)) as server:
+        client = VLLMClient(server.url)
+        client.load_lora("support-v1", path)
+        with pytest.raises(ServeSyncError, match="HTTP 400: The lora adapter 'support-v1' has already been loaded"):
+            client.load_lora("support-v1", path)
+        with pytest.raises(ServeSyncError, match="HTTP 404: No adapter found"):
+            client.load_lora("support-v9", str(bench.root))
+        with pytest.raises(ServeSyncError, match="does not exist") as exc:
+            client.smoke("support-v9", "hi", chat=False)
+        assert exc.value.exit_code == 11
+    with pytest.raises(ServeSyncError, match="cannot reach the server"):
+        VLLMClient(server.url, timeout=2).models()
