@@ -1,0 +1,167 @@
+"""Simulated users' latent preferences: concrete textual rules, how to check them, and how a user edits toward them.
+
+The rules are what a small LoRA can learn from edited answers: a fixed opener line, a fixed sign-off line, a body
+made of bullet points, a "Next step:" line, a length band. The base style (`simulation.corpus`) meets none of the
+first four, so the base model's replies miss them until the flywheel turns. The pipeline never reads these rules;
+only the simulator knows them, and it writes how many a reply met into the per-turn ground-truth record.
+
+Everything here is pure: text in, text or bools out.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+
+OPENER = "Hi there!"
+SIGN_OFF = "Hope this helps!"
+NEXT_STEP_PREFIX = "Next step:"
+NEXT_STEP_LINE = "Next step: reply here if anything is still unclear."
+BULLET = "- "
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+@dataclass(frozen=True)
+class Preference:
+    """One user's rules. `opener` and `sign_off` are shared by everyone; the rest are personal."""
+
+    opener: bool = True
+    sign_off: bool = True
+    bullets: bool = False
+    next_step: bool = False
+    max_words: int | None = None  # upper end of the length band of the body (bullets/sentences), in words
+    min_words: int = 6
+
+    def rule_names(self) -> list[str]:
+        names = []
+        if self.opener:
+            names.append("opener")
+        if self.sign_off:
+            names.append("sign_off")
+        if self.bullets:
+            names.append("bullets")
+        if self.next_step:
+            names.append("next_step")
+        if self.max_words is not None:
+            names.append("length")
+        return names
+
+
+@dataclass(frozen=True)
+class PopulationConfig:
+    """How personal rules are spread over users (the shared ones apply to all)."""
+
+    p_bullets: float = 0.6
+    p_next_step: float = 0.5
+    p_length_band: float = 0.7
+    max_words_choices: tuple[int, ...] = (30, 40, 55)
+
+
+def sample_preference(rng: random.Random, pop: PopulationConfig = PopulationConfig()) -> Preference:
+    bullets = rng.random() < pop.p_bullets
+    next_step = rng.random() < pop.p_next_step
+    max_words = rng.choice(pop.max_words_choices) if rng.random() < pop.p_length_band else None
+    return Preference(bullets=bullets, next_step=next_step, max_words=max_words)
+
+
+@dataclass
+class Parsed:
+    """A reply split into the parts the rules talk about."""
+
+    opener: str | None
+    body_lines: list[str]
+    next_step: str | None
+    sign_off: str | None
+    extra: list[str] = field(default_factory=list)
+
+
+def parse(text: str) -> Parsed:
+    lines = [ln.rstrip() for ln in text.strip().split("\n")]
+    lines = [ln for ln in lines if ln.strip()]
+    opener = sign_off = next_step = None
+    if lines and lines[0].strip() == OPENER:
+        opener = lines.pop(0).strip()
+    if lines and lines[-1].strip() == SIGN_OFF:
+        sign_off = lines.pop().strip()
+    body = []
+    for ln in lines:
+        if ln.strip().startswith(NEXT_STEP_PREFIX) and next_step is None:
+            next_step = ln.strip()
+        else:
+            body.append(ln)
+    return Parsed(opener, body, next_step, sign_off)
+
+
+def body_sentences(body_lines: list[str]) -> list[str]:
+    sentences = []
+    for ln in body_lines:
+        ln = ln.strip()
+        if ln.startswith(BULLET.strip()):
+            ln = ln[1:].strip()
+        sentences += [s.strip() for s in _SENTENCE_END.split(ln) if s.strip()]
+    return sentences
+
+
+def word_count(lines: list[str]) -> int:
+    return sum(len(ln.replace(BULLET, " ").split()) for ln in lines)
+
+
+def is_bulleted(body_lines: list[str]) -> bool:
+    return len(body_lines) >= 1 and all(ln.strip().startswith(BULLET) for ln in body_lines)
+
+
+def check(pref: Preference, text: str) -> dict[str, bool]:
+    """Which of the user's rules `text` meets."""
+    p = parse(text)
+    result = {}
+    if pref.opener:
+        result["opener"] = p.opener is not None
+    if pref.sign_off:
+        result["sign_off"] = p.sign_off is not None
+    if pref.bullets:
+        result["bullets"] = is_bulleted(p.body_lines)
+    if pref.next_step:
+        result["next_step"] = p.next_step is not None
+    if pref.max_words is not None:
+        result["length"] = pref.min_words <= word_count(p.body_lines) <= pref.max_words
+    return result
+
+
+def edit_toward(pref: Preference, text: str) -> str:
+    """What the user turns `text` into: fix each rule it misses, keep everything else as the model wrote it.
+
+    Edits are modest on purpose (add the opener and sign-off, bulletize, add the next-step line, cut trailing
+    sentences to the length band), so a reply meeting the rules costs nothing and one missing them costs a clear
+    but partial rewrite. A sentence the model cut off mid-way is dropped while the user is at it.
+    """
+    met = check(pref, text)
+    p = parse(text)
+    sentences = body_sentences(p.body_lines)
+    if sentences and sentences[-1][-1] not in ".!?":
+        sentences = sentences[:-1] or [sentences[-1] + "."]
+    body_lines = p.body_lines
+    rewrite_body = not all(met.values())  # a user touching the reply also drops a cut-off trailing fragment
+    if pref.max_words is not None and not met.get("length", True):
+        while len(sentences) > 1 and word_count(sentences) > pref.max_words:
+            sentences = sentences[:-1]
+        if word_count(sentences) > pref.max_words:  # one long sentence: cut it at a word boundary
+            words = sentences[0].split()[: pref.max_words]
+            sentences = [" ".join(words).rstrip(",;:") + "."]
+    if rewrite_body:
+        if pref.bullets or is_bulleted(p.body_lines):
+            body_lines = [BULLET + s for s in sentences]
+        else:
+            body_lines = [" ".join(sentences)] if sentences else []
+    out = []
+    if pref.opener or p.opener:
+        out.append(OPENER)
+    out += body_lines
+    if p.next_step:
+        out.append(p.next_step)
+    elif pref.next_step:
+        out.append(NEXT_STEP_LINE)
+    if pref.sign_off or p.sign_off:
+        out.append(SIGN_OFF)
+    return "\n".join(out)
