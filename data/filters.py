@@ -67,24 +67,23 @@ def empty_outputs(df: pl.DataFrame, kind: str) -> pl.DataFrame:
 def trivial_pairs(df: pl.DataFrame, events: pl.DataFrame, min_edit_chars: int) -> pl.DataFrame:
     """An edit that changes only whitespace/case/punctuation, or fewer than `min_edit_chars` characters, says
     nothing about preference; a regeneration pair whose two texts are the same that way is no pair either."""
+    # Regeneration pairs: only exact copies are caught (by hash), reading their texts is not worth it.
     df = mark(df, (pl.col("_tk") == pl.col("_rk")) & (pl.col("signal") != "edit"), "identical_pair")
-    live = df.with_row_index("_i").filter(_alive()).select("_i", "text_row", "rejected_row", "signal")
+    live = df.with_row_index("_i").filter(_alive() & (pl.col("signal") == "edit")).select(
+        "_i", "text_row", "rejected_row")
     if live.is_empty():
         return df
     chosen = gather_text(events, live["text_row"])
     rejected = gather_text(events, live["rejected_row"])
     same = pl.select(normalised(pl.lit(chosen)) == normalised(pl.lit(rejected))).to_series()
-    is_edit = live["signal"] == "edit"
-    df = _mark_rows(df, live["_i"].filter(same & is_edit), "trivial_edit")
-    df = _mark_rows(df, live["_i"].filter(same & ~is_edit), "identical_pair")
+    df = _mark_rows(df, live["_i"].filter(same), "trivial_edit")
     if min_edit_chars > 0:
         from rapidfuzz.distance import Levenshtein
         from rapidfuzz.process import cpdist
 
-        sel = is_edit & ~same
-        dist = cpdist(chosen.filter(sel).to_list(), rejected.filter(sel).to_list(), scorer=Levenshtein.distance,
-                      score_cutoff=min_edit_chars, workers=1)
-        small = live["_i"].filter(sel).filter(pl.Series(dist < min_edit_chars))
+        dist = cpdist(chosen.filter(~same).to_list(), rejected.filter(~same).to_list(),
+                      scorer=Levenshtein.distance, score_cutoff=min_edit_chars, workers=1)
+        small = live["_i"].filter(~same).filter(pl.Series(dist < min_edit_chars))
         df = _mark_rows(df, small, "trivial_edit")
     return df
 
