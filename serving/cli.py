@@ -217,7 +217,15 @@ def _monitor(args) -> int:
         margins = parse_margins(args.margin)
     except ValueError as exc:
         return _fail(exc)
-    report = monitor(args.logs, args.out, period=args.period, margins=margins, n_boot=args.bootstrap,
-                     seed=args.seed)
+    try:
+        report = monitor(args.logs, args.out, period=args.period, margins=margins, n_boot=args.bootstrap,
+                         seed=args.seed)
+    except (FileNotFoundError, ValueError) as exc:
+        return _fail(exc)
+    if report["set_aside"]["quarantined_lines"]:
+        print(f"warning: {report['set_aside']['quarantined_lines']} lines are not valid capture events and were "
+              "left out (check them with `flywheel data validate`), e.g.:", file=sys.stderr)
+        for q in report["quarantine_examples"]:
+            print(f"  {q['source']}:{q['line']}: {q['field']}: {q['reason']}", file=sys.stderr)
     print(report["summary"])
     return 1 if report["alert"] else 0

@@ -305,13 +305,16 @@ def monitor(
     diff, interval, margin, regressed), `alert` (True when any metric regressed) and a one-line `summary`.
     Metric keys: accept_rate, edit_rate, edit_cost, regen_rate, rephrase_rate, abandon_rate, thumbs_down_rate.
     """
-    from data.events import expand_inputs, load_events
+    from data.events import expand_inputs, read_events
 
     if period not in ("day", "week", "none"):
         raise ValueError(f"period must be day, week or none, not {period!r}")
     margins = {**DEFAULT_MARGINS, **(margins or {})}
     inputs = expand_inputs([logs] if isinstance(logs, (str, os.PathLike)) else logs)
-    turns, set_aside = turns_table(load_events(inputs))
+    # read_events is what data.events.load_events wraps; it also says which lines were not valid events.
+    read = read_events(inputs, hash_inputs=False)
+    turns, set_aside = turns_table(read.events)
+    set_aside["quarantined_lines"] = read.quarantined
     _labels(turns)
     rng = np.random.default_rng(seed)
 
@@ -350,6 +353,7 @@ def monitor(
         "kind": "flywheel.monitor_report", "format_version": 1,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "inputs": inputs, "period": period, "turns": len(turns), "set_aside": set_aside,
+        "quarantine_examples": [q.to_dict() for q in read.quarantine[:5]],
         "bootstrap": {"n": n_boot, "seed": seed, "cluster": "user_id", "level": LEVEL},
         "metrics": {n: d for n, (_, d) in METRICS.items()},
         "versions": versions, "by_period": by_period, "comparison": comparison,

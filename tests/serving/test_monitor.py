@@ -176,3 +176,15 @@ def test_monitor_agrees_with_the_simulators_ground_truth(tmp_path):
         assert seen["abandon_rate"] == pytest.approx(outcomes.count("abandon") / len(truth))
         assert seen["rephrase_rate"] == pytest.approx(outcomes.count("rephrase") / len(truth))
         assert 0 < seen["edit_cost"] < 1 and len(set(outcomes)) >= 3  # edits, regenerations and exits all occur
+
+
+def test_invalid_lines_are_named_and_left_out(tmp_path, capsys):
+    log = hand_log(tmp_path / "log.jsonl")
+    n_lines = len(log.read_text().splitlines())
+    with open(log, "a") as f:
+        f.write('{"event_id": "broken", "type": "generation"}\n')
+    assert flywheel_main(["monitor", str(log), "--out", str(tmp_path / "out"), "--bootstrap", "100"]) == 0
+    err = capsys.readouterr().err
+    assert "1 lines are not valid capture events" in err and f"log.jsonl:{n_lines + 1}:" in err
+    report = json.loads((tmp_path / "out" / "monitor.json").read_text())
+    assert report["set_aside"]["quarantined_lines"] == 1 and report["turns"] == 8
