@@ -323,7 +323,7 @@ META_NAMES = ["signal", "request_id", "session_id", "user_id", "tenant", "tags",
 
 def write_build(tmp: Path, state: BuildState, tables: dict[str, pl.DataFrame], base: dict) -> dict:
     from data.hfdisk import save_dataset_dict
-    from flywheel.files import tree_sha256, write_json_atomic, write_text_atomic
+    from flywheel.files import sha256_json, write_json_atomic, write_text_atomic
 
     cfg = state.config
     examples: dict[str, dict[str, int]] = {}
@@ -337,9 +337,10 @@ def write_build(tmp: Path, state: BuildState, tables: dict[str, pl.DataFrame], b
             if kind == "kto":
                 part = part.sample(fraction=1.0, shuffle=True, seed=cfg.shuffle_seed)
             splits[split] = materialize(kind, part, state.texts, state.tenant_of_row)
-        save_dataset_dict(splits, tmp / kind)
+        arrow_hashes = save_dataset_dict(splits, tmp / kind)
         examples[kind] = {s: d.num_rows for s, d in splits.items()}
-        outputs[kind] = {"sha256": tree_sha256(tmp / kind, pattern="**/*.arrow")}
+        # = flywheel.files.tree_sha256(tmp / kind, pattern="**/*.arrow"), from the hashes taken while writing.
+        outputs[kind] = {"sha256": sha256_json(dict(sorted(arrow_hashes.items())))}
 
     with open(tmp / "quarantine.jsonl", "wb") as f:
         for q in state.quarantine:

@@ -125,6 +125,8 @@ def print_summary(m: dict, out: str, console=None) -> None:
         console.print("redacted: " + ", ".join(f"{k} {n}" for k, n in m["redactions"].items()))
     if acc["quarantined"]:
         console.print(f"{acc['quarantined']} invalid line(s) set aside in {out}/quarantine.jsonl")
+    seconds = m.get("timings_s", {}).get("total")
+    console.print(f"wrote {out} (manifest.json, README.md)" + (f" in {seconds:.1f} s" if seconds else ""))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,30 +29,54 @@ def features_of(t: pa.DataType) -> dict:
     return {"dtype": names[t], "_type": "Value"}
 
 
-def save_dataset(table: pa.Table, path: Path) -> None:
+class _HashingFile:
+    """A write-only file that hashes what goes through it (no second read of a file just written)."""
+
+    def __init__(self, path: Path):
+        self.f = open(path, "wb")
+        self.h = hashlib.sha256()
+        self.closed = False
+
+    def write(self, data) -> int:
+        data = memoryview(data)
+        self.h.update(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+        self.closed = True
+
+
+def save_dataset(table: pa.Table, path: Path) -> str:
+    """Write one split; return the sha256 of its Arrow file."""
     path.mkdir(parents=True, exist_ok=True)
     features = {f.name: features_of(f.type) for f in table.schema}
     schema = table.schema.with_metadata({"huggingface": json.dumps({"info": {"features": features}})})
     table = table.cast(schema)
-    h = hashlib.sha256()
-    with pa.OSFile(str(path / ARROW_FILE), "wb") as sink:
+    sink = _HashingFile(path / ARROW_FILE)
+    try:
         with pa.ipc.new_stream(sink, schema) as writer:
             for batch in table.to_batches(max_chunksize=10_000):
                 writer.write_batch(batch)
-    with open(path / ARROW_FILE, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
+    finally:
+        sink.close()
+    digest = sink.h.hexdigest()
     info = {"citation": "", "description": "", "features": features, "homepage": "", "license": ""}
-    state = {"_data_files": [{"filename": ARROW_FILE}], "_fingerprint": h.hexdigest()[:16],
+    state = {"_data_files": [{"filename": ARROW_FILE}], "_fingerprint": digest[:16],
              "_format_columns": None, "_format_kwargs": {}, "_format_type": None, "_output_all_columns": False,
              "_split": None}
     (path / "dataset_info.json").write_text(json.dumps(info, indent=2))
     (path / "state.json").write_text(json.dumps(state, indent=2))
+    return digest
 
 
-def save_dataset_dict(splits: dict[str, pa.Table], path: Path) -> None:
+def save_dataset_dict(splits: dict[str, pa.Table], path: Path) -> dict[str, str]:
+    """Write a DatasetDict folder; return {relative path of each Arrow file: its sha256}."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    for name, table in splits.items():
-        save_dataset(table, path / name)
+    hashes = {f"{name}/{ARROW_FILE}": save_dataset(table, path / name) for name, table in splits.items()}
     (path / "dataset_dict.json").write_text(json.dumps({"splits": list(splits)}))
+    return hashes
