@@ -153,20 +153,28 @@ def _open_binary(path: str):
 def iter_line_blocks(path: str, block_bytes: int = BLOCK_BYTES) -> Iterator[list[bytes]]:
     """Lines of a (possibly compressed, possibly remote) file, in blocks of about `block_bytes`."""
     with _open_binary(path) as f:
-        rest = b""
-        while True:
-            chunk = f.read(block_bytes)
-            if not chunk:
-                break
-            chunk = rest + chunk
-            cut = chunk.rfind(b"\n")
-            if cut < 0:
-                rest = chunk
-                continue
-            rest = chunk[cut + 1:]
-            yield chunk[:cut].split(b"\n")
-        if rest:
-            yield [rest]
+        yield from _line_blocks(f, block_bytes)
+
+
+def _line_blocks(f, block_bytes: int, limit: int | None = None) -> Iterator[list[bytes]]:
+    """Split what `f` reads (at most `limit` bytes) into lists of lines; a last line without a newline counts."""
+    rest = b""
+    left = limit
+    while left is None or left > 0:
+        chunk = f.read(block_bytes if left is None else min(block_bytes, left))
+        if not chunk:
+            break
+        if left is not None:
+            left -= len(chunk)
+        chunk = rest + chunk
+        cut = chunk.rfind(b"\n")
+        if cut < 0:
+            rest = chunk
+            continue
+        rest = chunk[cut + 1:]
+        yield chunk[:cut].split(b"\n")
+    if rest:
+        yield [rest]
 
 
 def _raw_text(line: bytes, limit: int = 100_000) -> str:
@@ -408,22 +416,7 @@ def _range_starts(path: str, parts: int) -> list[int]:
 def _iter_range_blocks(path: str, start: int, end: int, block_bytes: int = BLOCK_BYTES) -> Iterator[list[bytes]]:
     with open(path, "rb") as f:
         f.seek(start)
-        left = end - start
-        rest = b""
-        while left > 0:
-            chunk = f.read(min(block_bytes, left))
-            if not chunk:
-                break
-            left -= len(chunk)
-            chunk = rest + chunk
-            cut = chunk.rfind(b"\n")
-            if cut < 0:
-                rest = chunk
-                continue
-            rest = chunk[cut + 1:]
-            yield chunk[:cut].split(b"\n")
-        if rest:
-            yield [rest]
+        yield from _line_blocks(f, block_bytes, limit=end - start)
 
 
 def _read_range(path: str, start: int, end: int, max_line_bytes: int) -> dict:

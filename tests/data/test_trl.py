@@ -73,38 +73,18 @@ def trained_one_step(trainer) -> float:
     return result.training_loss
 
 
-def test_sft_trainer_one_step(tiny, tmp_path):
+@pytest.mark.parametrize("kind", ["sft", "dpo", "kto"])
+def test_trainer_takes_one_step_on_the_built_dataset(tiny, tmp_path, kind):
     import datasets
-    from trl import SFTConfig, SFTTrainer
+    import trl
 
     model_dir, build = tiny
     model, tok = load(model_dir)
-    train = datasets.load_from_disk(str(build / "sft"))["train"]
-    trainer = SFTTrainer(model=model, args=SFTConfig(**common(tmp_path), max_length=256), train_dataset=train,
-                         processing_class=tok)
-    trained_one_step(trainer)
-
-
-def test_dpo_trainer_one_step(tiny, tmp_path):
-    import datasets
-    from trl import DPOConfig, DPOTrainer
-
-    model_dir, build = tiny
-    model, tok = load(model_dir)
-    train = datasets.load_from_disk(str(build / "dpo"))["train"]
-    trainer = DPOTrainer(model=model, args=DPOConfig(**common(tmp_path), max_length=256), train_dataset=train,
-                         processing_class=tok)
-    trained_one_step(trainer)
-
-
-def test_kto_trainer_one_step(tiny, tmp_path):
-    import datasets
-    from trl import KTOConfig, KTOTrainer
-
-    model_dir, build = tiny
-    model, tok = load(model_dir)
-    train = datasets.load_from_disk(str(build / "kto"))["train"]
-    assert set(train["label"]) == {True, False}
-    trainer = KTOTrainer(model=model, args=KTOConfig(**common(tmp_path), max_length=256), train_dataset=train,
-                         processing_class=tok)
+    train = datasets.load_from_disk(str(build / kind))["train"]
+    if kind == "kto":
+        assert set(train["label"]) == {True, False}
+    Config, Trainer = {"sft": (trl.SFTConfig, trl.SFTTrainer), "dpo": (trl.DPOConfig, trl.DPOTrainer),
+                       "kto": (trl.KTOConfig, trl.KTOTrainer)}[kind]
+    trainer = Trainer(model=model, args=Config(**common(tmp_path), max_length=256), train_dataset=train,
+                      processing_class=tok)
     trained_one_step(trainer)
