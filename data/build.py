@@ -317,6 +317,15 @@ def materialize(kind: str, df: pl.DataFrame, texts: pl.DataFrame, tenants: pl.Da
     return out.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
 
 
+WRITE_CHUNK_ROWS = 50_000
+
+
+def _materialized_chunks(kind: str, part: pl.DataFrame, state: BuildState):
+    """The split's Arrow table in slices, so only one slice of texts is ever copied out at a time."""
+    for start in range(0, len(part), WRITE_CHUNK_ROWS):
+        yield materialize(kind, part.slice(start, WRITE_CHUNK_ROWS), state.texts, state.tenant_of_row)
+
+
 META_NAMES = ["signal", "request_id", "session_id", "user_id", "tenant", "tags", "ts", "generation_id",
               "model_base", "model_adapter"]
 
@@ -336,11 +345,11 @@ def write_build(tmp: Path, state: BuildState, tables: dict[str, pl.DataFrame], b
             part = t.filter(pl.col("split") == split).sort("ts", "request_id", "generation_id", "signal", "_tk")
             if kind == "kto":
                 part = part.sample(fraction=1.0, shuffle=True, seed=cfg.shuffle_seed)
-            splits[split] = materialize(kind, part, state.texts, state.tenant_of_row)
-        arrow_hashes = save_dataset_dict(splits, tmp / kind)
-        examples[kind] = {s: d.num_rows for s, d in splits.items()}
+            splits[split] = _materialized_chunks(kind, part, state)
+        written = save_dataset_dict(splits, tmp / kind, schema=arrow_schema(kind))
+        examples[kind] = {name.split("/")[0]: rows for name, (_, rows) in written.items()}
         # = flywheel.files.tree_sha256(tmp / kind, pattern="**/*.arrow"), from the hashes taken while writing.
-        outputs[kind] = {"sha256": sha256_json(dict(sorted(arrow_hashes.items())))}
+        outputs[kind] = {"sha256": sha256_json({name: digest for name, (digest, _) in sorted(written.items())})}
 
     with open(tmp / "quarantine.jsonl", "wb") as f:
         for q in state.quarantine:

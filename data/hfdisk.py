@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Iterable
 
 import pyarrow as pa
 
@@ -50,17 +51,24 @@ class _HashingFile:
         self.closed = True
 
 
-def save_dataset(table: pa.Table, path: Path) -> str:
-    """Write one split; return the sha256 of its Arrow file."""
+def save_dataset(table: pa.Table | Iterable[pa.Table], path: Path, schema: pa.Schema | None = None) -> tuple[str, int]:
+    """Write one split from a table, or from successive tables of one `schema` (so a large split never has to be
+    in memory at once); return (sha256 of its Arrow file, rows written)."""
     path.mkdir(parents=True, exist_ok=True)
-    features = {f.name: features_of(f.type) for f in table.schema}
-    schema = table.schema.with_metadata({"huggingface": json.dumps({"info": {"features": features}})})
-    table = table.cast(schema)
+    if isinstance(table, pa.Table):
+        schema, parts = table.schema, [table]
+    else:
+        parts = table
+    features = {f.name: features_of(f.type) for f in schema}
+    schema = schema.with_metadata({"huggingface": json.dumps({"info": {"features": features}})})
     sink = _HashingFile(path / ARROW_FILE)
+    rows = 0
     try:
         with pa.ipc.new_stream(sink, schema) as writer:
-            for batch in table.to_batches(max_chunksize=10_000):
-                writer.write_batch(batch)
+            for part in parts:
+                rows += part.num_rows
+                for batch in part.cast(schema).to_batches(max_chunksize=10_000):
+                    writer.write_batch(batch)
     finally:
         sink.close()
     digest = sink.h.hexdigest()
@@ -70,13 +78,14 @@ def save_dataset(table: pa.Table, path: Path) -> str:
              "_split": None}
     (path / "dataset_info.json").write_text(json.dumps(info, indent=2))
     (path / "state.json").write_text(json.dumps(state, indent=2))
-    return digest
+    return digest, rows
 
 
-def save_dataset_dict(splits: dict[str, pa.Table], path: Path) -> dict[str, str]:
-    """Write a DatasetDict folder; return {relative path of each Arrow file: its sha256}."""
+def save_dataset_dict(splits: dict[str, pa.Table | Iterable[pa.Table]], path: Path,
+                      schema: pa.Schema | None = None) -> dict[str, tuple[str, int]]:
+    """Write a DatasetDict folder; return {relative path of each Arrow file: (its sha256, its rows)}."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    hashes = {f"{name}/{ARROW_FILE}": save_dataset(table, path / name) for name, table in splits.items()}
+    out = {f"{name}/{ARROW_FILE}": save_dataset(table, path / name, schema) for name, table in splits.items()}
     (path / "dataset_dict.json").write_text(json.dumps({"splits": list(splits)}))
-    return hashes
+    return out
