@@ -597,3 +597,39 @@ def _general_sentence(rng: random.Random) -> str:
 
 def general_paragraph(rng: random.Random) -> str:
     return " ".join(_general_sentence(rng) for _ in range(rng.randint(3, 7)))
+
+
+# --- plain documents outside the chat format ------------------------------------------------------------------------
+# A real base model has seen greetings, sign-offs, bullet lists and "Next step" lines in letters, forum posts and
+# notes, but its assistant replies do not use them by default. These documents give the tiny model the same
+# starting point: the patterns the simulated users want are known tokens in known shapes (so a LoRA can route the
+# assistant's style to them), while the chat replies above stay plain.
+
+_GREETINGS = ["Hi there!", "Hello {name},", "Dear {name},", "Hi {name},", "Good morning,"]
+_SIGN_OFFS = ["Hope this helps!", "Best regards,\n{name}", "Thanks,\n{name}", "Cheers,\n{name}", "See you soon,\n{name}"]
+_NEXT_STEPS = ["Next step: reply here if anything is still unclear.", "Next step: book the room for {day}.",
+               "Next step: send the draft to {name}.", "Next step: check the numbers again on {day}."]
+_TITLES = ["Notes", "Meeting notes", "To do", "Summary", "Checklist", "Key points", "Reminders"]
+
+
+def _domain_sentences(rng: random.Random) -> list[str]:
+    conv = sample_conversation(rng, max_turns=1)
+    return [s.strip() for s in conv.turns[0].reply.replace(". ", ".\n").split("\n") if s.strip()]
+
+
+def plain_document(rng: random.Random) -> str:
+    """A letter, a forum answer, a list of notes, or a question and its answer as plain text."""
+    kind = rng.random()
+    name, day = rng.choice(NAMES), rng.choice(DAYS)
+    if kind < 0.3:  # a letter or a forum post
+        greeting = rng.choice(_GREETINGS).format(name=name)
+        body = " ".join(_domain_sentences(rng))
+        sign_off = rng.choice(_SIGN_OFFS).format(name=rng.choice(NAMES))
+        return f"{greeting}\n{body}\n{sign_off}\n\n"
+    if kind < 0.6:  # notes with bullet points
+        lines = [f"{rng.choice(_TITLES)}:"] + ["- " + s for s in _domain_sentences(rng)]
+        if rng.random() < 0.4:
+            lines.append(rng.choice(_NEXT_STEPS).format(name=name, day=day))
+        return "\n".join(lines) + "\n\n"
+    conv = sample_conversation(rng, max_turns=1)
+    return f"{conv.turns[0].request}\n{conv.turns[0].reply}\n\n"

@@ -23,7 +23,7 @@ from flywheel.files import atomic_dir, sha256_json
 from simulation import corpus
 
 # Bump when the corpus, tokenizer or training code changes what a given configuration builds.
-BUILD_VERSION = 2
+BUILD_VERSION = 3
 
 END_OF_TURN = "<|end|>"
 PAD = "<|pad|>"
@@ -64,7 +64,7 @@ class TinyModelConfig:
     lr: float
     n_conversations: int  # chat-formatted documents in the corpus
     n_paragraphs: int  # plain general-English paragraphs
-    n_plain_replies: int  # domain text outside the chat format
+    n_plain_docs: int  # letters, notes with bullet points, questions and answers outside the chat format
     n_tokenizer_paragraphs: int  # extra general English seen only by the tokenizer, for a broad vocabulary
 
 
@@ -72,14 +72,13 @@ SIZES = {
     # ~2.5M parameters, about 3 minutes of pretraining on an idle 2-core machine.
     "default": TinyModelConfig(
         vocab_size=4096, hidden_size=192, num_layers=4, num_heads=6, intermediate_size=512, seq_len=256,
-        batch_size=16, steps=500, lr=3e-3, n_conversations=24000, n_paragraphs=6000, n_plain_replies=3000,
+        batch_size=16, steps=500, lr=3e-3, n_conversations=24000, n_paragraphs=5000, n_plain_docs=6000,
         n_tokenizer_paragraphs=4000,
     ),
-    # For tests: builds in about 30 seconds, still answers in the base style. It trains on chat text only (the
-    # tokenizer still sees general English), because that is what tests exercise and steps are scarce.
+    # For tests: builds in about 30 seconds on an idle machine, still answers in the base style.
     "test": TinyModelConfig(
         vocab_size=2048, hidden_size=128, num_layers=2, num_heads=4, intermediate_size=384, seq_len=96,
-        batch_size=16, steps=200, lr=6e-3, n_conversations=6000, n_paragraphs=0, n_plain_replies=0,
+        batch_size=16, steps=250, lr=6e-3, n_conversations=5000, n_paragraphs=800, n_plain_docs=1500,
         n_tokenizer_paragraphs=2000,
     ),
 }
@@ -105,9 +104,8 @@ def build_corpus(cfg: TinyModelConfig, rng: random.Random) -> tuple[list[str], l
         docs.append(format_chat(messages))
     for _ in range(cfg.n_paragraphs):
         docs.append(corpus.general_paragraph(rng) + "\n\n")
-    for _ in range(cfg.n_plain_replies):
-        conv = corpus.sample_conversation(rng, max_turns=1)
-        docs.append(f"{conv.turns[0].request}\n{conv.turns[0].reply}\n\n")
+    for _ in range(cfg.n_plain_docs):
+        docs.append(corpus.plain_document(rng))
     rng.shuffle(docs)
     tokenizer_texts = docs + [corpus.general_paragraph(rng) for _ in range(cfg.n_tokenizer_paragraphs)]
     return docs, tokenizer_texts
