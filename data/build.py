@@ -70,7 +70,7 @@ class BuildState:
     dedupe_rows: pl.Series | None = None
     event_counts: dict[str, int] = field(default_factory=dict)  # unique valid events by type
     texts: pl.DataFrame | None = None  # the full event table (texts redacted if asked), indexed by row
-    tenant_of_row: pl.DataFrame | None = None  # repeated and conflicting copies: counted as duplicate / quarantined
+    tenant_of_row: pl.Series | None = None  # repeated and conflicting copies: counted as duplicate / quarantined
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -181,8 +181,9 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
             "kto": rules.kto_examples(gens),
         }
         tables = {k: rules.attach(v, features, meta, k) for k, v in tables.items()}
-        # The tenant of a turn is its generation's (feedback may omit it).
-        state.tenant_of_row = events.select("row", "gen_tenant")
+        # The tenant of a turn is its generation's (feedback may omit it); indexed by event row, for gathers.
+        state.tenant_of_row = full.select("row").join(events.select("row", "gen_tenant"), on="row", how="left",
+                                                      maintain_order="left")["gen_tenant"]
     with _timed(state, "filters"):
         tables = filters.apply_filters(tables, full, cfg)
     with _timed(state, "split"):
@@ -306,13 +307,12 @@ def with_assistant_message(prompt: pl.Series, text: pl.Series) -> pl.Series:
         .agg("m")["m"]
 
 
-def materialize(kind: str, df: pl.DataFrame, texts: pl.DataFrame, tenants: pl.DataFrame):
+def materialize(kind: str, df: pl.DataFrame, texts: pl.DataFrame, tenants: pl.Series):
     """Example rows (event row numbers) -> the Arrow table TRL reads: texts and metadata gathered by row."""
     from data.filters import gather_text
 
     meta_rows = df["meta_row"]
-    tenant = df.select("meta_row").join(tenants, left_on="meta_row", right_on="row", how="left",
-                                        maintain_order="left")["gen_tenant"]
+    tenant = tenants.gather(meta_rows)
     meta = [
         df["signal"], texts["request_id"].gather(meta_rows), texts["session_id"].gather(meta_rows),
         texts["user_id"].gather(meta_rows), tenant.alias("tenant"), texts["tags"].gather(meta_rows),
