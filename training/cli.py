@@ -53,7 +53,7 @@ def _train(args) -> int:
     from training.launch import launch, launch_command
 
     # Launcher options may also come after the recipe, among the overrides: take them out of there.
-    late = argparse.ArgumentParser(add_help=False)
+    late = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     _add_launch_options(late)
     late_args, overrides = late.parse_known_args(args.overrides)
     for name in ("accelerate_config", "num_processes"):

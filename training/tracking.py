@@ -31,6 +31,7 @@ class TrackerInfo:
     run_name: str
     url: str | None = None
     mode: str | None = None  # wandb: "online" or "offline"
+    wandb_dir: str | None = None
 
     def lineage(self) -> dict[str, Any]:
         return {
@@ -71,19 +72,21 @@ def prepare_trackers(report_to: list[str], run_dir: Path, run_name: str, resume:
     previous = json.loads(state_path.read_text()) if resume and state_path.is_file() else {}
     # A resumed run keeps its id, so wandb appends to the same run instead of starting a second one.
     run_id = previous.get("run_id") or uuid.uuid4().hex[:12]
-    project = None
-    mode = None
+    project = mode = wandb_dir = None
     if "wandb" in report_to:
         project = os.environ.setdefault("WANDB_PROJECT", "flywheel")
         if not os.environ.get("WANDB_MODE") and not wandb_has_credentials():
             # Never prompt for a login in the middle of a launch: log locally, `wandb sync` uploads later.
             os.environ["WANDB_MODE"] = "offline"
         mode = os.environ.get("WANDB_MODE") or "online"
-        os.environ.setdefault("WANDB_DIR", str(run_dir))
+        # The run's own folder unless the user chose one; not via the environment, which would stick to the first
+        # run of a process that trains several (the demo, tests).
+        wandb_dir = os.environ.get("WANDB_DIR") or str(run_dir)
         os.environ.setdefault("WANDB_SILENT", "true")
     elif "mlflow" in report_to:
         project = os.environ.get("MLFLOW_EXPERIMENT_NAME")
-    info = TrackerInfo(report_to=report_to, project=project, run_id=run_id, run_name=run_name, mode=mode)
+    info = TrackerInfo(report_to=report_to, project=project, run_id=run_id, run_name=run_name, mode=mode,
+                       wandb_dir=wandb_dir)
     write_json_atomic(state_path, asdict(info))
     return info
 
@@ -97,7 +100,7 @@ def start_wandb(info: TrackerInfo, lineage: dict[str, Any]) -> None:
         id=info.run_id,
         name=info.run_name,
         resume="allow",
-        dir=os.environ.get("WANDB_DIR"),
+        dir=info.wandb_dir,
         config={"flywheel_lineage": lineage},
     )
     info.url = getattr(run, "url", None) if info.mode != "offline" else None

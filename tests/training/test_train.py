@@ -106,9 +106,11 @@ def test_dpo_from_base_reference_is_the_base(tiny_model_dir, build_dir, tmp_path
 
 def test_dpo_after_sft_trains_and_saves_only_the_trained_adapter(tiny_model_dir, build_dir, sft_adapter, tmp_path):
     out = train("dpo", TINY_RECIPES / "dpo.yaml",
-                overrides(tiny_model_dir, build_dir, tmp_path / "dpo", sft_adapter=str(sft_adapter)))
+                overrides(tiny_model_dir, build_dir, tmp_path / "dpo", sft_adapter=str(sft_adapter), report_to="wandb"))
     assert not (out / "ref").exists()
     lineage = json.loads((out / "lineage.json").read_text())
+    # Each run of a process that trains several keeps its wandb files in its own run folder.
+    assert list((tmp_path / "dpo.run" / "wandb").glob(f"offline-run-*-{lineage['tracker']['run_id']}"))
     assert lineage["sft_adapter"] == {"path": str(sft_adapter.resolve()), "adapter_sha256": adapter_sha256(sft_adapter)}
     assert "rewards/margins" in lineage["metrics"]
     # The continued adapter moved away from the SFT adapter it started from.
@@ -131,10 +133,14 @@ def test_cli_runs_compare_and_dry_run(sft_adapter, tmp_path):
     assert main(["runs", "compare", str(tmp_path)]) == 2  # neither an adapter nor a run folder
 
     dry = subprocess.run([sys.executable, "-m", "flywheel", "train", "dpo", "recipes/tiny/dpo.yaml", "--num-processes",
-                          "2", "--learning_rate", "1e-4", "--dry-run"], capture_output=True, text=True, env=env,
-                         cwd=REPO, check=True).stdout
+                          "2", "--learning_rate", "1e-4", "--resume", "--dry-run"], capture_output=True, text=True,
+                         env=env, cwd=REPO, check=True).stdout
     assert "accelerate.commands.launch --multi_gpu --num_processes 2 -m training.dpo" in dry
-    assert dry.strip().endswith("--config recipes/tiny/dpo.yaml --learning_rate 1e-4")
+    assert dry.strip().endswith("--config recipes/tiny/dpo.yaml --learning_rate 1e-4 --resume")
+    named = subprocess.run([sys.executable, "-m", "flywheel", "train", "sft", "recipes/tiny/sft.yaml", "--dry-run",
+                            "--accelerate-config", "cpu"], capture_output=True, text=True, env=env, cwd=REPO,
+                           check=True).stdout
+    assert f"--config_file {REPO}/recipes/accelerate_configs/cpu.yaml -m training.sft" in named
 
 
 def test_wandb_goes_offline_without_a_key(monkeypatch, tmp_path):
