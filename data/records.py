@@ -97,7 +97,9 @@ def _check_field(obj: dict, name: str, kind: str) -> str | None:
     return None
 
 
-_ID_FIELDS = {t: tuple(name for name, kind in req if kind == "id") for t, req in _REQUIRED.items()}
+_ID_FIELDS = {t: ("event_id", "session_id", "user_id") + tuple(name for name, kind in req if kind == "id")
+              for t, req in _REQUIRED.items()}
+_STR_ONLY = {str}
 
 
 def check_event(obj: Any) -> tuple[str | None, str | None, int | None]:
@@ -114,7 +116,7 @@ def check_event(obj: Any) -> tuple[str | None, str | None, int | None]:
             if type(ts) is not int or ts < 0:
                 ts = parse_ts(ts)
             ok = ts is not None
-            for name in ("event_id", "session_id", "user_id") + ids:
+            for name in ids:
                 v = g(name)
                 if type(v) is not str or not v:
                     ok = False
@@ -124,7 +126,7 @@ def check_event(obj: Any) -> tuple[str | None, str | None, int | None]:
                 tags = g("tags")
                 if tenant is not None and type(tenant) is not str:
                     ok = False
-                elif tags is not None and (type(tags) is not list or not all(type(x) is str for x in tags)):
+                elif tags is not None and (type(tags) is not list or (tags and set(map(type, tags)) != _STR_ONLY)):
                     ok = False
                 elif t == "generation":
                     msgs = g("messages")
