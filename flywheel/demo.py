@@ -1,0 +1,343 @@
+"""One full turn of the flywheel on the built-in tiny model and simulated users.
+
+Read top to bottom, this is the whole loop a user runs on their own model and logs:
+
+1. build (or reuse) the tiny base model;
+2. period 0: simulated users work with the base model, their behaviour lands in a capture log;
+3. build SFT/DPO/KTO datasets from the log and freeze the held-out part as the eval set;
+4. train SFT, then DPO continuing the SFT adapter;
+5. gate the DPO adapter against the base; promote it when it passes;
+6. period 1: the same population of users works with the promoted adapter (another seed);
+7. the production monitor compares the two periods;
+8. a summary on the terminal, `summary.json`, and `index.html` linking every artefact.
+
+Every step calls the same public function its CLI subcommand calls, and reads only what the step before wrote.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from flywheel.files import write_json_atomic, write_text_atomic
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RECIPES = REPO_ROOT / "recipes" / "tiny"
+ALIAS = "assistant"
+METRICS = ("edit_cost", "edit_rate", "regen_rate", "abandon_rate")
+
+console = Console()
+
+
+@dataclass
+class DemoSettings:
+    size: str = "default"
+    users: int = 40
+    turns: int = 15
+    seed: int = 0
+    # Recipe keys on top of recipes/tiny/{sft,dpo}.yaml (the smallest settings shorten training).
+    sft_overrides: dict[str, Any] = field(default_factory=dict)
+    dpo_overrides: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def for_size(cls, size: str, users: int | None = None, turns: int | None = None, seed: int = 0) -> "DemoSettings":
+        if size == "test":
+            s = cls(size="test", users=12, turns=6, seed=seed,
+                    sft_overrides={"num_train_epochs": 1}, dpo_overrides={"num_train_epochs": 1})
+        else:
+            s = cls(size=size, seed=seed)
+        if users is not None:
+            s.users = users
+        if turns is not None:
+            s.turns = turns
+        return s
+
+
+class _Steps:
+    """Numbered progress lines with the time each step took."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.n = 0
+        self.timings: dict[str, float] = {}
+        self._t0 = time.perf_counter()
+        self._name: str | None = None
+
+    def start(self, name: str) -> None:
+        self._finish()
+        self.n += 1
+        self._name = name
+        self._t0 = time.perf_counter()
+        console.rule(f"[bold]step {self.n}/{self.total}: {name}")
+
+    def _finish(self) -> None:
+        if self._name is not None:
+            took = time.perf_counter() - self._t0
+            self.timings[self._name] = round(took, 1)
+            console.print(f"[dim]  {self._name}: {took:.1f} s")
+
+    def done(self) -> None:
+        self._finish()
+        self._name = None
+
+
+def _prepare_out(out: Path) -> None:
+    """The demo owns its folder: a previous demo's folder is replaced, anything else is refused."""
+    if out.exists() and any(out.iterdir()):
+        if not (out / "summary.json").exists() and not (out / ".flywheel-demo").exists():
+            raise SystemExit(f"{out}: exists and is not a demo folder; choose another --out")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ".flywheel-demo").write_text("this folder is written by `flywheel demo` and replaced by the next run\n")
+
+
+def run_demo(out: str | Path, settings: DemoSettings | None = None) -> dict[str, Any]:
+    from data.build import build_datasets
+    from eval.freeze import freeze
+    from eval.gate import run_gate
+    from serving.monitor import monitor
+    from serving.registry import PromotionRefused, promote
+    from simulation.simulate import simulate
+    from simulation.tiny_model import build_tiny_model
+    from training.api import train
+
+    settings = settings or DemoSettings()
+    out = Path(out).resolve()
+    _prepare_out(out)
+    steps = _Steps(total=8)
+    paths = {
+        "log_0": out / "logs" / "period0.jsonl",
+        "log_1": out / "logs" / "period1.jsonl",
+        "build": out / "datasets" / "period0",
+        "eval_set": out / "eval-sets" / "period0",
+        "sft": out / "adapters" / "sft",
+        "dpo": out / "adapters" / "dpo",
+        "gate": out / "gate",
+        "registry": out / "registry",
+        "monitor": out / "monitor",
+    }
+
+    steps.start("tiny base model")
+    model = Path(build_tiny_model(size=settings.size, show_progress=True))
+    console.print(f"base model: {model}")
+
+    steps.start("period 0: simulated users on the base model")
+    sim_0 = simulate(model, paths["log_0"], adapter=None, users=settings.users, turns=settings.turns,
+                     seed=settings.seed, show_progress=True)
+
+    steps.start("datasets and the frozen eval set")
+    manifest = build_datasets([str(paths["log_0"])], paths["build"])
+    eval_set = freeze(paths["build"], paths["eval_set"])
+
+    steps.start("training: SFT, then DPO from the SFT adapter")
+    common = {"model_name_or_path": str(model), "data": str(paths["build"])}
+    sft = train("sft", RECIPES / "sft.yaml", {**common, "output_dir": str(paths["sft"]), **settings.sft_overrides})
+    dpo = train("dpo", RECIPES / "dpo.yaml", {**common, "output_dir": str(paths["dpo"]), "sft_adapter": str(sft),
+                                              **settings.dpo_overrides})
+
+    steps.start("gate: the DPO adapter against the frozen base")
+    report = run_gate(dpo, paths["eval_set"], paths["gate"], base=str(model))
+    promoted: dict[str, Any] | None = None
+    if report["decision"] == "pass":
+        try:
+            promoted = promote(dpo, paths["gate"], ALIAS, registry=paths["registry"])
+        except PromotionRefused as exc:
+            console.print(f"[bold red]PROMOTION REFUSED[/]: {exc}")
+    if promoted is None:
+        console.print("[bold red]" + "=" * 78)
+        console.print("[bold red]THE GATE DID NOT PASS: nothing was promoted; period 1 runs on the base model.")
+        for reason in report.get("reasons", []):
+            console.print(f"[red]  - {reason}")
+        console.print("[bold red]" + "=" * 78)
+    else:
+        console.print(f"[bold green]promoted {promoted['name']} as alias '{ALIAS}'")
+
+    steps.start("period 1: the same users on the promoted adapter")
+    adapter_1 = Path(promoted["path"]) if promoted else None
+    sim_1 = simulate(model, paths["log_1"], adapter=adapter_1, users=settings.users, turns=settings.turns,
+                     seed=settings.seed + 1, adapter_version=promoted["name"] if promoted else None,
+                     show_progress=True)
+
+    steps.start("monitor: period 0 against period 1")
+    # One report over both logs compares the model versions (and alerts); one per log gives each period's figures
+    # even when both periods ran the same version (a failed gate).
+    mon = monitor([str(paths["log_0"]), str(paths["log_1"])], paths["monitor"])
+    mon_periods = [monitor([str(paths[f"log_{i}"])], paths["monitor"] / f"period{i}") for i in (0, 1)]
+
+    steps.start("summary")
+    summary = _summary(settings, model, manifest, eval_set, sft, dpo, report, promoted, mon, mon_periods,
+                       sim_0, sim_1, paths)
+    steps.done()
+    summary["timings_s"] = steps.timings
+    write_json_atomic(out / "summary.json", summary)
+    write_text_atomic(out / "index.html", _html(summary, out))
+    _print_summary(summary)
+    console.print(f"\nreport: {out / 'index.html'}")
+    return summary
+
+
+def _period_figures(mon: dict[str, Any], label: str) -> dict[str, Any]:
+    version = mon["versions"][label]
+    figures = {m: version[m] for m in METRICS}
+    figures["intervals"] = {m: version["intervals"][m] for m in METRICS}
+    figures["turns"] = version["turns"]
+    figures["users"] = version["users"]
+    figures["model"] = {"base": version["base"], "adapter": version["adapter"]}
+    figures["version_label"] = label
+    return figures
+
+
+def _version_label(mon: dict[str, Any], adapter_name: str | None) -> str:
+    for label, v in mon["versions"].items():
+        if (v.get("adapter") or None) == adapter_name:
+            return label
+    raise KeyError(f"monitor report has no version with adapter {adapter_name!r}: {list(mon['versions'])}")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def _summary(settings, model, manifest, eval_set, sft, dpo, report, promoted, mon, mon_periods, sim_0, sim_1,
+             paths) -> dict:
+    adapter_name_1 = promoted["name"] if promoted else None
+    period_0 = _period_figures(mon_periods[0], _version_label(mon_periods[0], None))
+    period_1 = _period_figures(mon_periods[1], _version_label(mon_periods[1], adapter_name_1))
+    checks = {
+        name: {k: c.get(k) for k in ("passed", "base", "adapter", "diff", "interval", "n", "method")}
+        for name, c in report.get("checks", {}).items()
+    }
+    return {
+        "settings": asdict(settings),
+        "base_model": str(model),
+        "datasets": {"examples": manifest.get("examples"), "drops": manifest.get("drops"),
+                     "events": manifest.get("events")},
+        "eval_set": {"path": str(paths["eval_set"]), "sha256": eval_set.get("sha256"),
+                     "counts": eval_set.get("counts")},
+        "training": {
+            "sft": {"path": str(sft), "metrics": _read_json(Path(sft) / "lineage.json").get("metrics")},
+            "dpo": {"path": str(dpo), "metrics": _read_json(Path(dpo) / "lineage.json").get("metrics")},
+        },
+        "gate": {"decision": report["decision"], "reasons": report.get("reasons", []), "checks": checks,
+                 "report": str(paths["gate"] / "gate_report.json")},
+        "promotion": ({"alias": ALIAS, "version": promoted["name"], "path": promoted["path"],
+                       "adapter_sha256": promoted["adapter"]["adapter_sha256"], "registry": str(paths["registry"])}
+                      if promoted else None),
+        "simulation": {"period_0": sim_0, "period_1": sim_1},
+        "period_0": period_0,
+        "period_1": period_1,
+        "change": {m: _relative_change(period_0[m], period_1[m]) for m in METRICS},
+        "monitor": {"path": str(paths["monitor"]), "alert": mon.get("alert"), "summary": mon.get("summary")},
+        "artefacts": {k: str(v) for k, v in paths.items()},
+    }
+
+
+def _relative_change(before: float, after: float) -> float | None:
+    return None if not before else (after - before) / before
+
+
+def _fmt(value: float, interval: list[float] | None) -> str:
+    if interval:
+        return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
+    return f"{value:.3f}"
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    ex = summary["datasets"]["examples"] or {}
+    table = Table(title="datasets (train / test)")
+    for kind in ("sft", "dpo", "kto"):
+        table.add_column(kind)
+    table.add_row(*[f"{ex.get(k, {}).get('train', 0)} / {ex.get(k, {}).get('test', 0)}" for k in ("sft", "dpo", "kto")])
+    console.print(table)
+
+    table = Table(title="training (final metrics)")
+    table.add_column("stage")
+    table.add_column("metrics")
+    for stage in ("sft", "dpo"):
+        metrics = summary["training"][stage]["metrics"] or {}
+        shown = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        table.add_row(stage, ", ".join(f"{k}={v:.4g}" for k, v in list(shown.items())[:6]))
+    console.print(table)
+
+    gate = summary["gate"]
+    colour = "green" if gate["decision"] == "pass" else "red"
+    table = Table(title=f"gate: [bold {colour}]{gate['decision'].upper()}")
+    for col in ("check", "passed", "base", "adapter", "diff", "interval", "n"):
+        table.add_column(col)
+    for name, c in gate["checks"].items():
+        table.add_row(name, str(c["passed"]), _num(c["base"]), _num(c["adapter"]), _num(c["diff"]),
+                      _num(c["interval"]), str(c["n"]))
+    console.print(table)
+
+    table = Table(title="users: period 0 (base) against period 1 (promoted adapter), 95% intervals clustered by user")
+    for col in ("metric", "period 0", "period 1", "change"):
+        table.add_column(col)
+    p0, p1 = summary["period_0"], summary["period_1"]
+    for m in METRICS:
+        change = summary["change"][m]
+        table.add_row(m, _fmt(p0[m], p0["intervals"][m]), _fmt(p1[m], p1["intervals"][m]),
+                      "n/a" if change is None else f"{change:+.0%}")
+    console.print(table)
+
+
+def _num(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) for x in v):
+        return "[" + ", ".join(f"{x:.3g}" for x in v) + "]"
+    return "" if v is None else str(v)
+
+
+def _html(summary: dict[str, Any], out: Path) -> str:
+    def link(path: str | Path, text: str | None = None) -> str:
+        p = Path(path)
+        rel = p.relative_to(out) if p.is_relative_to(out) else p
+        return f'<a href="{html.escape(str(rel))}">{html.escape(text or str(rel))}</a>'
+
+    art = summary["artefacts"]
+    rows = "".join(
+        f"<tr><td>{m}</td><td>{_fmt(summary['period_0'][m], summary['period_0']['intervals'][m])}</td>"
+        f"<td>{_fmt(summary['period_1'][m], summary['period_1']['intervals'][m])}</td></tr>"
+        for m in METRICS
+    )
+    gate_rows = "".join(
+        f"<tr><td>{html.escape(n)}</td><td>{c['passed']}</td><td>{html.escape(_num(c['base']))}</td>"
+        f"<td>{html.escape(_num(c['adapter']))}</td><td>{html.escape(_num(c['interval']))}</td></tr>"
+        for n, c in summary["gate"]["checks"].items()
+    )
+    charts = sorted(Path(art["monitor"]).glob("*.png"))
+    charts_html = "".join(f'<img src="{html.escape(str(p.relative_to(out)))}" width="480">' for p in charts)
+    promo = summary["promotion"]
+    artefacts = [
+        (art["log_0"], "capture log, period 0"), (art["log_1"], "capture log, period 1"),
+        (Path(art["build"]) / "README.md", "dataset card"), (Path(art["build"]) / "manifest.json", "dataset manifest"),
+        (Path(art["eval_set"]) / "eval_set.json", "eval set"),
+        (Path(art["sft"]) / "lineage.json", "SFT adapter lineage"), (Path(art["dpo"]) / "lineage.json", "DPO adapter lineage"),
+        (Path(art["gate"]) / "gate_report.html", "gate report"), (Path(art["gate"]) / "gate_report.json", "gate report (JSON)"),
+        (art["registry"], "registry"), (Path(art["monitor"]) / "monitor.md", "monitor report"),
+        ("summary.json", "summary.json"),
+    ]
+    items = "".join(f"<li>{link(out / p if not Path(p).is_absolute() else p, text)}</li>" for p, text in artefacts)
+    decision = summary["gate"]["decision"]
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Flywheel demo</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{padding:.2em .8em;border-bottom:1px solid #ddd}}
+.pass{{color:#070}}.fail{{color:#a00}}</style></head><body>
+<h1>Flywheel demo: one turn of the wheel</h1>
+<h2>Gate: <span class="{decision}">{decision.upper()}</span></h2>
+<p>{'promoted ' + html.escape(promo['version']) + ' as alias ' + html.escape(promo['alias']) if promo else 'nothing promoted'}</p>
+<table><tr><th>check</th><th>passed</th><th>base</th><th>adapter</th><th>interval</th></tr>{gate_rows}</table>
+<h2>Users, period 0 (base) against period 1 (promoted adapter)</h2>
+<table><tr><th>metric</th><th>period 0</th><th>period 1</th></tr>{rows}</table>
+{charts_html}
+<h2>Artefacts</h2><ul>{items}</ul>
+</body></html>
+"""
