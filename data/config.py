@@ -49,7 +49,6 @@ class BuildConfig:
 
     # KTO rows are shuffled with this seed (KTOTrainer reads them in order).
     shuffle_seed: int = 0
-    kinds: list[str] = field(default_factory=lambda: ["sft", "dpo", "kto"])
 
     def __post_init__(self) -> None:
         if self.split_by not in ("user", "session"):
@@ -61,9 +60,6 @@ class BuildConfig:
             raise ValueError(f"redact: unknown kind(s) {sorted(unknown)}; known: {', '.join(REDACTION_KINDS)}")
         if self.tenant is not None and self.all_tenants:
             raise ValueError("give either tenant or all_tenants, not both")
-        bad = set(self.kinds) - {"sft", "dpo", "kto"}
-        if bad:
-            raise ValueError(f"kinds: unknown {sorted(bad)}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "BuildConfig":

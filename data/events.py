@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import glob as globlib
 import gzip
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,26 +28,6 @@ BLOCK_BYTES = 32 << 20
 INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson", ".json", ".parquet")
 
 MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
-MODEL = pl.Struct({"base": pl.String, "revision": pl.String, "adapter": pl.String})
-# What Polars parses from each valid line; ts, params and unknown fields come from the checking loop instead.
-NDJSON_SCHEMA = {
-    "type": pl.String,
-    "event_id": pl.String,
-    "session_id": pl.String,
-    "user_id": pl.String,
-    "tenant": pl.String,
-    "tags": pl.List(pl.String),
-    "request_id": pl.String,
-    "generation_id": pl.String,
-    "messages": pl.List(MESSAGE),
-    "output": pl.String,
-    "model": MODEL,
-    "edited_output": pl.String,
-    "value": pl.Int64,
-    "comment": pl.String,
-    "new_request_id": pl.String,
-}
-
 EVENT_COLUMNS = [
     "type", "event_id", "ts", "user_id", "session_id", "tenant", "tags", "request_id", "generation_id",
     "messages", "output", "edited_output", "model_base", "model_revision", "model_adapter", "value", "comment",
@@ -419,7 +398,7 @@ def _iter_range_blocks(path: str, start: int, end: int, block_bytes: int = BLOCK
         yield from _line_blocks(f, block_bytes, limit=end - start)
 
 
-def _read_range(path: str, start: int, end: int, max_line_bytes: int) -> dict:
+def _read_range(path: str, start: int, end: int, max_line_bytes: int, progress=None) -> dict:
     """One byte range of a file, with line numbers counted from the range's first line (1-based)."""
     result = ReadResult(events=empty_events())
     parser = _BlockParser(path, max_line_bytes, result)
@@ -430,6 +409,8 @@ def _read_range(path: str, start: int, end: int, max_line_bytes: int) -> dict:
         n += len(lines)
         if df is not None:
             frames.append(df)
+        if progress is not None:
+            progress(len(lines))
     events = pl.concat(frames, how="vertical", rechunk=False) if frames else None
     return {"events": events, "quarantine": result.quarantine, "blank": result.blank_lines,
             "oversized": result.oversized, "lines": n}
@@ -466,7 +447,7 @@ def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadRes
             procs.append((out, subprocess.Popen(
                 [sys.executable, "-c", code, local, str(a), str(b), str(max_line_bytes), str(out)],
                 cwd=str(Path(__file__).resolve().parents[1]), stderr=subprocess.PIPE)))
-        parts = [_read_range(local, *ranges[0], max_line_bytes)]
+        parts = [_read_range(local, *ranges[0], max_line_bytes, progress)]
         for out, proc in procs:
             _, err = proc.communicate()
             if proc.returncode != 0:
@@ -487,7 +468,7 @@ def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadRes
         result.blank_lines += part["blank"]
         result.oversized.extend((path, line + offset, size) for _, line, size in part["oversized"])
         info.lines += part["lines"]
-        if progress is not None:
+        if progress is not None and part is not parts[0]:  # the first range reported as it went
             progress(part["lines"])
     return frames
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.conftest import Log, read_split, rows
+from tests.data.conftest import Log, read_split
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "samples" / "capture-sample.jsonl"
 
