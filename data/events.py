@@ -1,9 +1,10 @@
 """Reading capture logs: files, folders, globs and URLs -> one typed table of valid events + a quarantine list.
 
-Each line is parsed and checked once in a tight loop (orjson + the checks of `data.records.check_event`, which mirror
-the shipped JSON Schema); the lines that pass are then handed in one batch to Polars' native NDJSON reader with a
-fixed schema, so the table is built by Rust code, not one Python object per record. Lines that fail go to the
-quarantine list with their source, line number, field and reason; nothing is lost and nothing crashes the read.
+Each line is parsed with orjson and checked (`data.records.check_event`, which mirrors the shipped JSON Schema)
+in one tight loop that also appends the event's fields to flat column lists; once per block those lists become
+Polars/Arrow columns (list columns from flat values + offsets), so no per-record Python object outlives its line.
+Lines that fail go to the quarantine list with their source, line number, field and reason; nothing is lost and
+nothing crashes the read. Large plain files are read as byte ranges by several processes.
 """
 
 from __future__ import annotations
