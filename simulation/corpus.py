@@ -557,6 +557,49 @@ _CONNECT = ["After that", "Later", "Meanwhile", "For many years", "In the spring
             "Some time later", "Because of this", "Even so", "In the meantime", "Over the next few weeks",
             "By the evening", "Long ago", "Every summer", "Not long after"]
 
+# More of everyday English (news, work, science, health, society), so the vocabulary is not just the domains'.
+_NOUNS += """economy price cost market bank loan rate budget tax income salary profit loss trade industry
+government election vote council parliament minister policy law court police crime safety risk security
+health disease doctor patient medicine treatment hospital vaccine sleep exercise diet habit stress brain heart
+science research study experiment data result evidence theory researcher university laboratory species
+environment pollution climate forest ocean energy fuel electricity battery solar wind carbon emission
+technology software internet network device screen phone website platform user account password privacy
+education student teacher lesson class exam degree school course skill knowledge language
+society family community neighbor population citizen culture religion tradition festival custom
+sport match player coach team league season score goal victory defeat training stadium
+art music film novel poem theater gallery artist author audience performance
+transport traffic vehicle railway airport passenger journey route distance delay schedule
+housing rent apartment building neighborhood construction property owner tenant
+food meal recipe ingredient restaurant kitchen farmer harvest crop grain vegetable fruit
+memory attention decision problem solution answer question opinion argument debate agreement
+quarter month week weekend morning evening season decade century future past present""".split()
+_VERBS += """raised lowered increased reduced improved argued warned debated published announced reported
+confirmed denied suggested proposed approved rejected supported opposed managed developed produced
+provided received reached remained became seemed appeared included involved considered expected
+continued allowed offered required reduced recovered decided returned""".split()
+_ADJS += """economic political social public national international global financial medical scientific
+digital environmental cultural personal professional common possible likely similar different recent
+current major minor central local regional annual monthly daily weekly higher lower stubborn stable
+significant general specific available necessary popular successful healthy dangerous expensive cheap""".split()
+
+
+def _news_sentence(rng: random.Random) -> str:
+    n1, n2, n3 = rng.sample(_NOUNS, 3)
+    a1, a2 = rng.sample(_ADJS, 2)
+    v1, v2 = rng.sample(_VERBS, 2)
+    t = rng.randrange(6)
+    if t == 0:
+        return f"Experts {v1} that the {a1} {n1} could affect the {n2} and the {n3} this year."
+    if t == 1:
+        return f"The {n1} {v1} a {a1} plan for the {n2}, while critics {v2} it."
+    if t == 2:
+        return f"According to a {a1} study, {n1} and {n2} are linked to {a2} {n3}."
+    if t == 3:
+        return f"Officials {v1} new rules on {n1}, {n2} and {n3} after a {a1} debate."
+    if t == 4:
+        return f"Researchers {v1} that {a1} {n1}s improve {n2} in older adults."
+    return f"Prices for {n1} and {n2} {v1} again, and {a1} families {v2} the change."
+
 
 def _a(word: str) -> str:
     return ("an " if word[0] in "aeiou" else "a ") + word
@@ -596,7 +639,8 @@ def _general_sentence(rng: random.Random) -> str:
 
 
 def general_paragraph(rng: random.Random) -> str:
-    return " ".join(_general_sentence(rng) for _ in range(rng.randint(3, 7)))
+    sentence = _news_sentence if rng.random() < 0.4 else _general_sentence
+    return " ".join(sentence(rng) for _ in range(rng.randint(3, 7)))
 
 
 # --- plain documents outside the chat format ------------------------------------------------------------------------

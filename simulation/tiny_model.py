@@ -23,7 +23,7 @@ from flywheel.files import atomic_dir, sha256_json
 from simulation import corpus
 
 # Bump when the corpus, tokenizer or training code changes what a given configuration builds.
-BUILD_VERSION = 3
+BUILD_VERSION = 4
 
 END_OF_TURN = "<|end|>"
 PAD = "<|pad|>"
@@ -69,10 +69,10 @@ class TinyModelConfig:
 
 
 SIZES = {
-    # ~2.5M parameters, about 3 minutes of pretraining on an idle 2-core machine.
+    # ~2M parameters, at most about 3 minutes of pretraining on an idle 2-core machine.
     "default": TinyModelConfig(
-        vocab_size=4096, hidden_size=192, num_layers=4, num_heads=6, intermediate_size=512, seq_len=256,
-        batch_size=16, steps=500, lr=3e-3, n_conversations=24000, n_paragraphs=5000, n_plain_docs=6000,
+        vocab_size=4096, hidden_size=192, num_layers=3, num_heads=6, intermediate_size=512, seq_len=128,
+        batch_size=16, steps=450, lr=4e-3, n_conversations=24000, n_paragraphs=5000, n_plain_docs=6000,
         n_tokenizer_paragraphs=4000,
     ),
     # For tests: builds in about 30 seconds on an idle machine, still answers in the base style.

@@ -1,0 +1,83 @@
+"""The users' rules: the base style misses them, an edit fixes what it misses and nothing else."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flywheel.textdist import edit_cost
+from simulation import corpus
+from simulation.preferences import (
+    NEXT_STEP_LINE,
+    OPENER,
+    SIGN_OFF,
+    Preference,
+    check,
+    edit_toward,
+    sample_preference,
+)
+
+preferences = st.builds(
+    Preference,
+    bullets=st.booleans(),
+    next_step=st.booleans(),
+    max_words=st.one_of(st.none(), st.sampled_from([30, 40, 55])),
+)
+
+
+def base_reply(seed: int) -> str:
+    return corpus.sample_conversation(random.Random(seed), max_turns=1).turns[0].reply
+
+
+@settings(max_examples=200, deadline=None)
+@given(pref=preferences, seed=st.integers(0, 10_000))
+def test_edit_meets_every_rule_the_base_reply_missed(pref, seed):
+    reply = base_reply(seed)
+    edited = edit_toward(pref, reply)
+    before, after = check(pref, reply), check(pref, edited)
+    assert all(after.values()), (pref, reply, edited, after)
+    assert sum(after.values()) > sum(before.values())  # the base style always misses the shared opener/sign-off
+
+
+@settings(max_examples=100, deadline=None)
+@given(pref=preferences, seed=st.integers(0, 10_000))
+def test_a_reply_meeting_the_rules_is_left_alone(pref, seed):
+    compliant = edit_toward(pref, base_reply(seed))
+    assert edit_toward(pref, compliant) == compliant
+    assert edit_cost(compliant, edit_toward(pref, compliant)) == 0.0
+
+
+def test_the_edit_keeps_the_models_words_and_costs_a_partial_rewrite():
+    costs = []
+    for seed in range(200):
+        pref = sample_preference(random.Random(seed))
+        reply = base_reply(seed)
+        edited = edit_toward(pref, reply)
+        assert edited.startswith(OPENER + "\n") and edited.endswith("\n" + SIGN_OFF)
+        assert (NEXT_STEP_LINE in edited) == pref.next_step
+        first_sentence = reply.split(". ")[0]
+        assert first_sentence in edited  # bulleted or trimmed, the model's own text survives
+        costs.append(edit_cost(reply, edited))
+    mean = sum(costs) / len(costs)
+    assert 0.15 < mean < 0.6, mean
+    assert min(costs) > 0.05
+
+
+def test_base_style_corpus_never_uses_the_preferred_patterns():
+    rng = random.Random(0)
+    for _ in range(2000):
+        for turn in corpus.sample_conversation(rng, max_turns=3).turns:
+            met = check(Preference(bullets=True, next_step=True), turn.reply)
+            assert not met["opener"] and not met["sign_off"] and not met["bullets"] and not met["next_step"]
+
+
+def test_rules_are_checked_on_structure_not_on_words():
+    pref = Preference(bullets=True, next_step=True, max_words=10)
+    text = "\n".join([OPENER, "- Restart the router and the modem.", "- Then try again.", NEXT_STEP_LINE, SIGN_OFF])
+    assert check(pref, text) == {"opener": True, "sign_off": True, "bullets": True, "next_step": True, "length": True}
+    # the same words without the line structure meet nothing but the length band
+    flat = text.replace("\n", " ")
+    assert check(pref, flat) == {"opener": False, "sign_off": False, "bullets": False, "next_step": False,
+                                 "length": False}
