@@ -12,6 +12,7 @@ up and raises `AccountingError` if they ever do not.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -128,15 +129,13 @@ def build_datasets(
     return manifest
 
 
+@contextlib.contextmanager
 def _timed(state: BuildState, name: str):
-    class _T:
-        def __enter__(self):
-            self.t = time.perf_counter()
-
-        def __exit__(self, *exc):
-            state.timings[name] = state.timings.get(name, 0.0) + time.perf_counter() - self.t
-
-    return _T()
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        state.timings[name] = state.timings.get(name, 0.0) + time.perf_counter() - start
 
 
 def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
@@ -243,6 +242,8 @@ def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
             pl.coalesce("reason", "ex_reason", pl.lit("no_signal"))))
     # Rows the dedupe step removed are counted as duplicate or quarantined, not as events: take them out.
     if state.dedupe_rows is not None and len(state.dedupe_rows):
+        if used_rows.is_in(state.dedupe_rows.implode()).any():
+            raise AccountingError("an event counted as duplicate or quarantined was also used")
         fate = fate.filter(~pl.col("row").is_in(state.dedupe_rows.implode()))
 
     drops = {r: n for r, n in fate.filter(pl.col("reason").is_not_null()).group_by("reason").len().iter_rows()}
