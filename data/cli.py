@@ -102,7 +102,7 @@ def print_summary(m: dict, out: str, console=None) -> None:
 
     console = console or Console()
     acc = m["accounting"]
-    t = Table(title=f"dataset build -> {out}", show_header=True)
+    t = Table(title="examples", show_header=True)
     t.add_column("kind")
     t.add_column("train", justify="right")
     t.add_column("test", justify="right")
