@@ -5,7 +5,8 @@ For SFT and DPO it launches, alternately and `--repeats` times each:
     base weights' hash, atomic adapter folder, tracker setup);
   - bare: a page of plain TRL (load_from_disk + <Stage>Config + <Stage>Trainer + train + save_model) with the same
     resolved settings, read from the recipe our run wrote.
-Step time = the trainer's own `train_runtime` / steps (both sides measure it the same way); wall = the whole process.
+Step time = the trainer's own `train_runtime` / steps (both sides measure it the same way); wall and CPU = the whole
+process (start-up, checks, lineage and saving included). On a shared machine the CPU seconds are the steadier figure.
 Threads are pinned (OMP_NUM_THREADS) so that the two sides compete for the same cores the same way.
 
     python scripts/bench_train.py [--steps 30] [--repeats 3] [--threads 2] [--size test]
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -51,12 +53,16 @@ json.dump(result.metrics, open(metrics_path, "w"))
 '''
 
 
-def run(command: list[str], env: dict) -> float:
+def run(command: list[str], env: dict) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one process; CPU time is what other jobs on a shared machine disturb least."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"failed: {' '.join(command)}\n{done.stderr[-4000:]}")
-    return time.perf_counter() - started
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> int:
@@ -91,34 +97,41 @@ def main() -> int:
         for stage in ("sft", "dpo"):
             extra = ["--sft_adapter", "none"] if stage == "dpo" else []
             ours_out = work / f"ours-{stage}-{repeat}"
-            wall_ours = run([sys.executable, "-m", f"training.{stage}", "--config", str(REPO / "recipes/tiny" / f"{stage}.yaml"),
+            wall_ours, cpu_ours = run([sys.executable, "-m", f"training.{stage}", "--config", str(REPO / "recipes/tiny" / f"{stage}.yaml"),
                              *common, *extra, "--output_dir", str(ours_out)], env)
             ours_metrics = json.loads((ours_out / "lineage.json").read_text())["metrics"]
 
             bare_out, bare_metrics_path = work / f"bare-{stage}-{repeat}", work / f"bare-{stage}-{repeat}.json"
-            wall_bare = run([sys.executable, str(bare_script), stage, str(ours_out / "recipe.yaml"), str(build_dir),
+            wall_bare, cpu_bare = run([sys.executable, str(bare_script), stage, str(ours_out / "recipe.yaml"), str(build_dir),
                              str(bare_out), str(bare_metrics_path)], env)
             bare_metrics = json.loads(bare_metrics_path.read_text())
 
-            r = results.setdefault(stage, {"ours_step": [], "bare_step": [], "ours_wall": [], "bare_wall": []})
+            r = results.setdefault(stage, {"ours_step": [], "bare_step": [], "ours_wall": [], "bare_wall": [],
+                                           "ours_cpu": [], "bare_cpu": []})
+            r["ours_cpu"].append(cpu_ours)
+            r["bare_cpu"].append(cpu_bare)
             r["ours_step"].append(ours_metrics["train_runtime"] / args.steps)
             r["bare_step"].append(bare_metrics["train_runtime"] / args.steps)
             r["ours_wall"].append(wall_ours)
             r["bare_wall"].append(wall_bare)
             print(f"repeat {repeat} {stage}: step ours {r['ours_step'][-1]*1000:.1f} ms, bare "
-                  f"{r['bare_step'][-1]*1000:.1f} ms; wall ours {wall_ours:.1f} s, bare {wall_bare:.1f} s", flush=True)
+                  f"{r['bare_step'][-1]*1000:.1f} ms; wall ours {wall_ours:.1f} s, bare {wall_bare:.1f} s; "
+                  f"CPU ours {cpu_ours:.1f} s, bare {cpu_bare:.1f} s", flush=True)
 
     print(f"\nmodel {args.size} tiny, {args.steps} steps, batch {args.batch}, OMP_NUM_THREADS={args.threads}, "
           f"median of {args.repeats} alternating runs\n")
-    print("| stage | step ours (ms) | step bare TRL (ms) | step overhead | wall ours (s) | wall bare TRL (s) | wall overhead |")
-    print("|---|---|---|---|---|---|---|")
+    print("| stage | step ours (ms) | step bare TRL (ms) | step overhead | wall ours (s) | wall bare (s) | wall overhead "
+          "| CPU ours (s) | CPU bare (s) | CPU overhead |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     summary = {}
     for stage, r in results.items():
         m = {k: statistics.median(v) for k, v in r.items()}
         summary[stage] = {**m, "step_overhead": m["ours_step"] / m["bare_step"] - 1,
-                          "wall_overhead": m["ours_wall"] / m["bare_wall"] - 1, "raw": r}
+                          "wall_overhead": m["ours_wall"] / m["bare_wall"] - 1,
+                          "cpu_overhead": m["ours_cpu"] / m["bare_cpu"] - 1, "raw": r}
         print(f"| {stage} | {m['ours_step']*1000:.1f} | {m['bare_step']*1000:.1f} | {summary[stage]['step_overhead']:+.1%} "
-              f"| {m['ours_wall']:.1f} | {m['bare_wall']:.1f} | {summary[stage]['wall_overhead']:+.1%} |")
+              f"| {m['ours_wall']:.1f} | {m['bare_wall']:.1f} | {summary[stage]['wall_overhead']:+.1%} "
+              f"| {m['ours_cpu']:.1f} | {m['bare_cpu']:.1f} | {summary[stage]['cpu_overhead']:+.1%} |")
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "results": summary}, indent=2))
     return 0
