@@ -366,7 +366,13 @@ def read_events(
         result.lines_read += info.lines
         result.inputs.append(info)
     if frames:
-        result.events = pl.concat(frames, how="vertical", rechunk=False)
+        events = pl.concat(frames, how="vertical", rechunk=False)
+        del frames
+        # One contiguous buffer per column: the build gathers rows by number, ~10x slower over many chunks.
+        # Column by column, so only one column is ever held twice.
+        for name in events.columns:
+            events = events.with_columns(events.get_column(name).rechunk())
+        result.events = events
     return result
 
 
