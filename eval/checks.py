@@ -292,7 +292,8 @@ def check_slices(pairs: list[dict], answers: list[dict], cfg: dict) -> dict:
                   "on the regressed side of its margin",
     }
     if regressions:
-        check["reason"] = "slices regressed: " + "; ".join(regressions)
+        more = f"; and {len(regressions) - 5} more (see slices.png)" if len(regressions) > 5 else ""
+        check["reason"] = f"slices: {len(regressions)} regressed: " + "; ".join(regressions[:5]) + more
     return check
 
 

@@ -1,7 +1,7 @@
 """Planted adapters for the gate's proof: adapters whose effect we know, trained in seconds on the tiny model.
 
-Simulated users here want what the embedded base does not do: a greeting before the answer and a sign-off after
-it (the preference the simulator's users have; see docs/gate.md). From that we write a build folder per
+Simulated users here want what the embedded base does not do: a sign-off after the answer (one of the
+preferences the simulator's users have). From that we write a build folder per
 docs/architecture.md (DPO pairs: the user's final answer chosen over the plain reply; SFT: the final answer), split
 by user, and train LoRA adapters with a short DPO(+SFT) loop:
 
@@ -22,18 +22,18 @@ import torch
 
 from flywheel.files import model_weights_sha256, sha256_file, sha256_json
 
-# One greeting and one sign-off made of words the tiny tokenizer knows: a preference a 1M-parameter model picks up
-# in a few dozen steps (byte-split words take far longer; see stack-facts.md).
-GREETINGS = ["Thanks for asking!"]
+# One sign-off made of words the tiny tokenizer knows: a preference a 1M-parameter model picks up in a few dozen
+# steps (byte-split words take far longer; see stack-facts.md). A greeting in front, tried first, taught the
+# 2-layer test model to stop looking at the prompt, which is a real failure but not the one this adapter plants.
 SIGNOFFS = ["Let me know if you need more help."]
 TENANTS = ["acme", "globex"]
 
 
 def final_answer(rng: random.Random, name: str, reply: str) -> str:
-    return f"{rng.choice(GREETINGS).format(name=name)} {reply} {rng.choice(SIGNOFFS)}"
+    return f"{reply} {rng.choice(SIGNOFFS)}"
 
 
-def write_build(out: Path, n_train_users: int = 16, n_test_users: int = 10, per_user: int = 8, seed: int = 0) -> Path:
+def write_build(out: Path, n_train_users: int = 40, n_test_users: int = 10, per_user: int = 8, seed: int = 0) -> Path:
     """A build folder (sft/dpo DatasetDicts with train/test, manifest.json) of simulated users' edits."""
     from datasets import Dataset, DatasetDict
 
