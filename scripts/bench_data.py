@@ -25,7 +25,8 @@ WORDS = ("the a to of and in is you your for on with that this it can be we our 
          "link email spam folder retry webhook backoff seconds status csv pdf download upload error code token "
          "model answer please check first then again later each new old user admin role access project report "
          "data file format table column row value number date time zone region server client browser app").split()
-SYSTEM = {"role": "system", "content": "You are a helpful support assistant for a software product. Be brief and exact."}
+SYSTEM = {"role": "system",
+          "content": "You are a helpful support assistant for a software product. Be brief and exact."}
 
 
 def _text(rng: random.Random, pool: list[str], n: int) -> str:
@@ -124,7 +125,8 @@ def parse_floor(path: Path) -> dict[str, float]:
         import duckdb
 
         t = time.perf_counter()
-        duckdb.sql(f"SELECT * FROM read_json('{path}', format='newline_delimited', ignore_errors=true)").arrow().read_all()
+        query = f"SELECT * FROM read_json('{path}', format='newline_delimited', ignore_errors=true)"
+        duckdb.sql(query).arrow().read_all()
         out["duckdb read_json (all cores, bad lines skipped)"] = time.perf_counter() - t
     except ImportError:
         pass
