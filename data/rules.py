@@ -69,15 +69,15 @@ def link_events(events: pl.DataFrame, drops: Drops) -> tuple[pl.DataFrame, pl.Da
     gens = gens.filter(~pl.col("row").is_in(second["row"].implode()))
 
     by_gen = gens.select("generation_id", pl.col("user_id").alias("gen_user"), pl.col("tenant").alias("gen_tenant"),
-                         pl.col("request_id").alias("gen_request"))
+                         pl.col("request_id").alias("gen_request"), pl.col("row").alias("gen_row"))
     by_req = (gens.group_by("request_id").agg(pl.col("user_id").first().alias("req_user"),
                                              pl.col("tenant").first().alias("req_tenant")))
     events = events.join(by_gen, on="generation_id", how="left").join(by_req, on="request_id", how="left")
     on_gen = pl.col("type").is_in(["edit", "regenerate", "accept", "rating"])
     on_req = pl.col("type").is_in(["rephrase", "abandon"])
     orphan = (on_gen & pl.col("gen_user").is_null()) | (on_req & pl.col("req_user").is_null())
-    orphans = events.filter(orphan.fill_null(False)).drop("gen_user", "gen_tenant", "gen_request", "req_user",
-                                                          "req_tenant")
+    orphans = events.filter(orphan.fill_null(False)).drop("gen_user", "gen_tenant", "gen_request", "gen_row",
+                                                          "req_user", "req_tenant")
     events = split_off(events, orphan, "orphan", drops)
     # Regenerations of one turn share its request_id; a request whose generations name different users or
     # sessions cannot be put on one side of a split, so none of it is used.
@@ -136,14 +136,15 @@ def generation_table(events: pl.DataFrame) -> pl.DataFrame:
     of its request. Only ids and row numbers: texts stay in the event table until the write."""
     gens = events.filter(pl.col("type") == "generation").select("row", "generation_id", "request_id", "ts")
 
+    # Joined on the generation's row number (set by link_events): integer joins, not string ones.
     def feedback(t: str, *cols: pl.Expr | str) -> pl.DataFrame:
-        return events.filter(pl.col("type") == t).select("generation_id", pl.col("row").alias(f"{t}_row"),
-                                                          pl.col("ts").alias(f"{t}_ts"), *cols)
+        return events.filter(pl.col("type") == t).select(
+            pl.col("gen_row").alias("row"), pl.col("row").alias(f"{t}_row"), pl.col("ts").alias(f"{t}_ts"), *cols)
 
-    gens = (gens.join(feedback("edit"), on="generation_id", how="left")
-            .join(feedback("accept"), on="generation_id", how="left")
-            .join(feedback("regenerate"), on="generation_id", how="left")
-            .join(feedback("rating", "value"), on="generation_id", how="left"))
+    gens = (gens.join(feedback("edit"), on="row", how="left")
+            .join(feedback("accept"), on="row", how="left")
+            .join(feedback("regenerate"), on="row", how="left")
+            .join(feedback("rating", "value"), on="row", how="left"))
     # Turn-level: the last generation of a request is the one a rephrase or an abandon judges.
     gens = gens.with_columns(
         is_last=(pl.int_range(pl.len()).sort_by(["ts", "row"], descending=[True, True]).over("request_id") == 0))
