@@ -26,7 +26,7 @@ from data.records import EVENT_TYPES, check_event
 # not a training example, and parsing it would cost more than the rest of the block).
 DEFAULT_MAX_LINE_BYTES = 1_000_000
 BLOCK_BYTES = 32 << 20
-INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson", ".json", ".parquet")
+INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson", ".parquet")  # what a folder is searched for
 
 MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
 EVENT_COLUMNS = [

@@ -60,6 +60,18 @@ def test_fsspec_url(build, tmp_path):
     assert len(m_url["inputs"][0]["sha256"]) == 64
 
 
+def test_folder_holds_only_capture_logs(tmp_path):
+    from data.events import expand_inputs
+
+    log = small_log()
+    log.write(tmp_path / "day" / "a.jsonl")
+    log.write(tmp_path / "day" / "sub" / "b.jsonl")
+    log.write(tmp_path / "day" / "a.turns.jsonl")  # the simulator's ground truth, not capture events
+    (tmp_path / "day" / "manifest.json").write_text("{}")
+    assert expand_inputs([tmp_path / "day"]) == [str(tmp_path / "day" / "a.jsonl"),
+                                                 str(tmp_path / "day" / "sub" / "b.jsonl")]
+
+
 def test_missing_input_is_a_clear_error(build, tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing-here"):
         build([tmp_path / "nothing-here.jsonl"])
