@@ -58,10 +58,11 @@ def dedupe_events(events: pl.DataFrame) -> tuple[pl.Series, pl.DataFrame]:
 
 
 def link_events(events: pl.DataFrame, drops: Drops) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Tie feedback to its generation; set aside orphans and a second generation claiming a known id.
+    """Tie feedback to its generation; set aside orphans, a second generation claiming a known id, and requests
+    spread over several users or sessions.
 
-    Adds `gen_user` and `gen_tenant` (the owner of the generation a row is about) to every row.
-    Returns (linked events, orphans)."""
+    Adds `gen_user`, `gen_tenant` (owner and tenant of the generation or request a row is about) and `gen_row`
+    (the row of the generation a row is about) to every row. Returns (linked events, orphans)."""
     gens = events.filter(pl.col("type") == "generation").sort("ts", "row")
     second = gens.filter(pl.col("generation_id").is_duplicated() & ~pl.col("generation_id").is_first_distinct())
     drops.add(second, "duplicate_generation_id")
