@@ -92,7 +92,7 @@ def build_datasets(
     inputs: list[str] | str,
     out: str | Path,
     config: BuildConfig | dict | str | Path | None = None,
-    progress: Callable[[str, int], None] | None = None,
+    progress: Callable[[str, int], None] | None = None,  # (stage, lines read since the last call)
     **overrides: Any,
 ) -> dict:
     """Build `out/{sft,dpo,kto}` (DatasetDicts), `manifest.json`, `quarantine.jsonl`, `orphans.jsonl`, `README.md`.
@@ -115,8 +115,12 @@ def build_datasets(
         q = read.quarantine[0]
         raise StrictModeError(f"{q.source}:{q.line}: {q.field}: {q.reason} (strict mode; "
                               f"{len(read.quarantine)} invalid line(s) in all)")
+    if progress:
+        progress("rules", 0)
     examples = run_rules(state)
     manifest_base = account(state, examples)
+    if progress:
+        progress("write", 0)
     with atomic_dir(out) as tmp:
         t1 = time.perf_counter()
         manifest = write_build(Path(tmp), state, examples, manifest_base)

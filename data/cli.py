@@ -84,8 +84,11 @@ def cmd_build(args: argparse.Namespace) -> int:
                           TimeElapsedColumn(), console=console, transient=True) as prog:
                 task = prog.add_task("reading capture logs", total=None)
 
+                stages = {"read": "reading capture logs", "rules": "applying the rules to",
+                          "write": "writing datasets from"}
+
                 def progress(stage: str, n: int) -> None:
-                    prog.update(task, advance=n)
+                    prog.update(task, advance=n, description=stages.get(stage, stage))
 
                 manifest = build_datasets(args.paths, args.out, config=args.config, progress=progress, **overrides)
     except (BuildError, ValueError, FileNotFoundError) as exc:
