@@ -64,7 +64,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     from data.build import BuildError, build_datasets
 
-    console = Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
     overrides = {
         "strict": args.strict, "tenant": args.tenant, "all_tenants": args.all_tenants,
         "tokenizer": args.tokenizer, "max_tokens": args.max_tokens, "test_fraction": args.test_fraction,
