@@ -394,6 +394,7 @@ def write_build(tmp: Path, state: BuildState, tables: dict[str, pl.DataFrame], b
         "events": state.event_counts,
         "examples": examples,
         "drops": base["drops"],
+        "example_drops": _example_drops(tables),
         "duplicates": state.duplicates,
         "quarantined": len(state.quarantine),
         "accounting": base["accounting"],
@@ -408,6 +409,17 @@ def write_build(tmp: Path, state: BuildState, tables: dict[str, pl.DataFrame], b
 
     write_text_atomic(tmp / "README.md", dataset_card(manifest))
     return manifest
+
+
+def _example_drops(tables: dict[str, pl.DataFrame]) -> dict[str, dict[str, int]]:
+    """Examples each filter removed, per kind (an event can lose one example and still be used by another, so
+    these are not the line counts of `drops`)."""
+    rank = {r: i for i, r in enumerate(EXAMPLE_REASONS)}
+    out = {}
+    for kind, t in tables.items():
+        counts = t.filter(pl.col("drop").is_not_null()).group_by("drop").len().iter_rows()
+        out[kind] = dict(sorted(counts, key=lambda kv: rank.get(kv[0], len(rank))))
+    return out
 
 
 def _split_summary(tables: dict[str, pl.DataFrame], cfg: BuildConfig) -> dict:

@@ -70,6 +70,12 @@ def dataset_card(m: dict) -> str:
     lines += [f"| {t} | {n} |" for t, n in m["events"].items()]
     lines += ["", "## Dropped, by reason", "", "| reason | lines | meaning |", "|---|---:|---|"]
     lines += [f"| {r} | {n} | {REASONS.get(r, '')} |" for r, n in m["drops"].items()]
+    ex = m.get("example_drops") or {}
+    reasons = [r for r in REASONS if any(r in d for d in ex.values())]
+    if reasons:
+        lines += ["", "## Examples removed by the filters", "",
+                  "| reason | " + " | ".join(ex) + " |", "|---|" + "---:|" * len(ex)]
+        lines += [f"| {r} | " + " | ".join(str(ex[k].get(r, 0)) for k in ex) + " |" for r in reasons]
     if m.get("redactions"):
         lines += ["", "## Redactions", "", "| kind | replaced |", "|---|---:|"]
         lines += [f"| {k} | {n} |" for k, n in m["redactions"].items()]

@@ -124,6 +124,16 @@ def print_summary(m: dict, out: str, console=None) -> None:
         for r, n in m["drops"].items():
             d.add_row(r, str(n))
         console.print(d)
+    ex = m.get("example_drops") or {}
+    reasons = sorted({r for d in ex.values() for r in d})
+    if reasons:
+        e = Table(title="examples removed by the filters", show_header=True)
+        e.add_column("reason")
+        for kind in ex:
+            e.add_column(kind, justify="right")
+        for r in reasons:
+            e.add_row(r, *(str(ex[k].get(r, 0)) for k in ex))
+        console.print(e)
     if m.get("redactions"):
         console.print("redacted: " + ", ".join(f"{k} {n}" for k, n in m["redactions"].items()))
     if acc["quarantined"]:

@@ -125,9 +125,11 @@ def test_per_turn_cap_on_regeneration_pairs(log, build):
         log.regen(f"g{i}")
     log.gen("g9", "r1", A)
     log.accept("g9")
-    _, out = build(log, max_pairs_per_turn=2)
+    m, out = build(log, max_pairs_per_turn=2)
     dpo = rows(out, "dpo")
     assert len(dpo) == 2
+    # The capped pairs' events still feed KTO (regenerated away), so only the example count shows the cap.
+    assert m["example_drops"]["dpo"] == {"regeneration_cap": 4} and "regeneration_cap" not in m["drops"]
     # The most recent regenerations are kept.
     assert sorted(p["generation_id"] for p in dpo) == ["g4", "g5"]
     _, out = build(log, max_pairs_per_turn=0)
