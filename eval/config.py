@@ -17,7 +17,7 @@ DEFAULTS: dict[str, Any] = {
     "alpha": 0.05,  # two-sided level of every interval (95 %) and of the McNemar test
     "n_boot": 2000,
     "min_items": 20,  # fewer held-out pairs (or answers, for checks that need them) -> INSUFFICIENT_DATA
-    "scorer": {"max_batch_tokens": 16384, "max_length": 2048, "prefix_sharing": True, "dtype": "auto",
+    "scorer": {"max_batch_tokens": 16384, "max_length": 2048, "prefix_sharing": "auto", "dtype": "auto",
                "device": None},
     "checks": {
         "preference": {
@@ -131,6 +131,7 @@ def _validate(cfg: dict, where: str) -> None:
         if not cond:
             raise GateConfigError(f"{where}: {msg}")
 
+    need(cfg["scorer"]["prefix_sharing"] in (True, False, "auto"), "scorer.prefix_sharing must be true, false or auto")
     need(0 < cfg["alpha"] < 1, f"alpha must be in (0, 1), got {cfg['alpha']!r}")
     need(isinstance(cfg["n_boot"], int) and cfg["n_boot"] >= 100, "n_boot must be an integer >= 100")
     need(isinstance(cfg["min_items"], int) and cfg["min_items"] >= 1, "min_items must be a positive integer")

@@ -2,7 +2,8 @@
 
 Why it is fast (scripts/bench_eval.py measures it against TRL's DPOTrainer.evaluate):
 - A pair's chosen and rejected answers share their prompt. The prompt goes through the model once; its KV cache
-  is repeated for the two answers, which then run as one batch (`prefix_sharing`).
+  is repeated for the two answers, which then run as one batch (`prefix_sharing`; "auto" does it when prompts are
+  at least as long as the answers, where it pays).
 - Items are sorted by length and batched by a token budget, so little of a batch is padding.
 - Inference mode, no labels, no loss: log-softmax only at the answer positions.
 - The base's scores are cached by the gate (eval/gate.py), so a second adapter on the same eval set costs one pass.
@@ -65,7 +66,7 @@ def tokenize_text(tokenizer, text: str) -> tuple[list[int], list[list[int]]]:
 
 class Scorer:
     def __init__(self, model, tokenizer, max_batch_tokens: int = 16384, max_length: int = 2048,
-                 prefix_sharing: bool = True, progress: Callable[[int], None] | None = None):
+                 prefix_sharing: bool | str = "auto", progress: Callable[[int], None] | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_tokens = max_batch_tokens
@@ -91,12 +92,26 @@ class Scorer:
         items = [self._truncate(p, cs) for p, cs in items]
         results: list[list[Scored] | None] = [None] * len(items)
         for batch in self._batches(items):
-            scored = (self._forward_shared if self.prefix_sharing else self._forward_concat)([items[i] for i in batch])
+            rows = [items[i] for i in batch]
+            scored = (self._forward_shared if self._share(rows) else self._forward_concat)(rows)
             for i, s in zip(batch, scored):
                 results[i] = s
             if self.progress:
                 self.progress(len(batch))
         return results  # type: ignore[return-value]
+
+    def _share(self, rows) -> bool:
+        """Whether to run the prompt once for all its completions.
+
+        It saves (k - 1) prompt passes but costs a second forward call and a copy of the KV cache. Measured on the
+        CPU tiny model (scripts/bench_eval.py): a loss with one-turn prompts shorter than the answers, a gain once
+        the prompt is as long as the answers (multi-turn history, system prompts). "auto" follows that.
+        """
+        if self.prefix_sharing != "auto":
+            return bool(self.prefix_sharing)
+        if len(rows[0][1]) < 2:
+            return False
+        return max(len(p) for p, _ in rows) >= max(len(c) for _, cs in rows for c in cs)
 
     def _truncate(self, prompt: list[int], completions: list[list[int]]):
         # Keep the end of a long prompt (the user's last turn) and the start of a long completion.

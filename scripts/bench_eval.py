@@ -8,9 +8,9 @@ the gate's scorer runs each prompt once, reuses its KV cache for both answers, b
 base's scores cached (a second adapter on the same eval set) runs only the adapter. Rows:
 
 - trl_evaluate:            DPOTrainer.evaluate() on the already tokenised eval set (tokenisation not timed)
-- gate_cold:               the gate scoring base and adapter, tokenisation included
-- gate_cold_no_sharing:    the same with prefix sharing off (one row per sequence): what the KV reuse buys
-- gate_warm:               base scores cached: the adapter only (what the gate does for a second adapter)
+- gate_cold_shared:        the gate scoring base and adapter, prompt once per pair (KV reuse), tokenisation included
+- gate_cold_unshared:      the same with one row per sequence: what the KV reuse buys or costs
+- gate_warm_auto:          base scores cached, the adapter only, sharing on "auto" (the gate on a second adapter)
 """
 
 from __future__ import annotations
@@ -27,16 +27,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def make_pairs(n: int, seed: int = 0) -> list[dict]:
+def make_pairs(n: int, history: int = 0, seed: int = 0) -> list[dict]:
+    """Pairs like the planted users': chosen = the plain reply plus a sign-off. `history` earlier turns per prompt."""
     from simulation.corpus import sample_conversation
 
     rng = random.Random(seed)
     pairs = []
     for _ in range(n):
         turn = sample_conversation(rng, max_turns=1).turns[0]
-        pairs.append({"prompt": [{"role": "user", "content": turn.request}],
+        prompt = []
+        for _ in range(history):
+            earlier = sample_conversation(rng, max_turns=1).turns[0]
+            prompt += [{"role": "user", "content": earlier.request}, {"role": "assistant", "content": earlier.reply}]
+        pairs.append({"prompt": prompt + [{"role": "user", "content": turn.request}],
                       "chosen": [{"role": "assistant",
-                                  "content": f"Thanks for asking! {turn.reply} Let me know if you need more help."}],
+                                  "content": f"{turn.reply} Let me know if you need more help."}],
                       "rejected": [{"role": "assistant", "content": turn.reply}]})
     return pairs
 
@@ -48,6 +53,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=16, help="TRL per_device_eval_batch_size")
     ap.add_argument("--max-batch-tokens", type=int, default=16384, help="gate scorer token budget per batch")
+    ap.add_argument("--history", type=int, default=0, help="earlier turns in each prompt (longer shared prefix)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     args = ap.parse_args()
@@ -72,7 +78,7 @@ def main() -> None:
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear",
                                              init_lora_weights=False, task_type="CAUSAL_LM"))
     model.eval()
-    pairs = make_pairs(args.pairs)
+    pairs = make_pairs(args.pairs, args.history)
     n = len(pairs)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,8 +104,8 @@ def main() -> None:
                 return out
             return run
 
-        runs = {"trl_evaluate": trl_eval, "gate_cold": gate(True, True),
-                "gate_cold_no_sharing": gate(False, True), "gate_warm": gate(True, False)}
+        runs = {"trl_evaluate": trl_eval, "gate_cold_shared": gate(True, True),
+                "gate_cold_unshared": gate(False, True), "gate_warm_auto": gate("auto", False)}
         times: dict[str, list[float]] = {k: [] for k in runs}
         results = {}
         for name, fn in runs.items():  # warm-up: first call pays one-off costs (allocator, kernels)
@@ -115,9 +121,10 @@ def main() -> None:
                 times[name].append(time.perf_counter() - t0)
 
     # Same numbers on both sides: the mean chosen log-prob under the adapter.
-    ours = statistics.fmean(s[0].logp for s in results["gate_cold"]["adapter"])
+    ours = statistics.fmean(s[0].logp for s in results["gate_cold_shared"]["adapter"])
     theirs = results["trl_evaluate"].get("eval_logps/chosen")
-    print(f"model {args.model} on {device}, {n} pairs, threads {args.threads}, repeats {args.repeats} (median)")
+    print(f"model {args.model} on {device}, {n} pairs, history {args.history} turns, threads {args.threads}, "
+          f"repeats {args.repeats} (median)")
     print(f"mean adapter logp(chosen): gate {ours:.4f}  TRL {theirs if theirs is None else round(theirs, 4)}")
     base = statistics.median(times["trl_evaluate"])
     print("| run | seconds | pairs/s | vs TRL |")
