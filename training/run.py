@@ -197,11 +197,11 @@ def _load_model(parsed: ParsedRecipe):
     )
     if training_args.model_init_kwargs is not None:
         model_init_kwargs.update(training_args.model_init_kwargs)
-    training_args.model_init_kwargs = model_init_kwargs
     quantization_config = get_quantization_config(model_args)
 
     if run_args.sft_adapter is None:
         # A new LoRA on the plain base; for DPO/KTO, TRL's reference is this model with the adapter disabled.
+        training_args.model_init_kwargs = model_init_kwargs  # TRL loads the model from its path with these
         return model_args.model_name_or_path, get_peft_config(model_args), None, quantization_config
 
     from peft import PeftModel
@@ -215,6 +215,7 @@ def _load_model(parsed: ParsedRecipe):
     if training_args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
         kwargs["device_map"] = None  # as TRL does: "auto" fails under data parallel
     base = create_model_from_path(model_args.model_name_or_path, **kwargs)
+    training_args.model_init_kwargs = None  # the model is built here; TRL would warn that it ignores them
     model = PeftModel.from_pretrained(base, run_args.sft_adapter, is_trainable=True)
     tokenizer = AutoTokenizer.from_pretrained(run_args.sft_adapter)
     return model, None, tokenizer, None
