@@ -157,3 +157,17 @@ def test_wandb_goes_offline_without_a_key(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.delenv("WANDB_MODE")
     assert prepare_trackers(["wandb"], tmp_path / "run2", "r", resume=False).mode == "online"
+
+
+def test_kto_after_sft_reference_is_a_frozen_copy_of_the_sft_adapter(tiny_model_dir, build_dir, sft_adapter, tmp_path):
+    parsed = parse_recipe("kto", ["--config", str(TINY_RECIPES / "kto.yaml")],
+                          overrides(tiny_model_dir, build_dir, tmp_path / "kto", sft_adapter=str(sft_adapter)))
+    model = prepare_run(parsed).trainer.model
+    assert set(model.peft_config) == {"default", "ref"}
+    params = dict(model.named_parameters())
+    lora = [name for name in params if ".default." in name]
+    assert lora
+    for name in lora:
+        ref = params[name.replace(".default.", ".ref.")]
+        assert params[name].requires_grad and not ref.requires_grad
+        torch.testing.assert_close(params[name], ref)
