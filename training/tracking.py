@@ -138,3 +138,4 @@ class LineageToTrackers(TrainerCallback):
                 if mlflow.active_run() is not None:
                     mlflow.log_dict(self.lineage, "flywheel_lineage.json")
                     self.info.run_id = mlflow.active_run().info.run_id
+                    self.lineage["tracker"] = self.info.lineage()  # lineage.json names the mlflow run
