@@ -217,10 +217,12 @@ def _row_json(r: dict) -> str:
 def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
     """Give every line one fate; check read = used + dropped + duplicate + quarantined."""
     read = state.read
-    kept_src = [t.filter(pl.col("drop").is_null())["src"] for t in tables.values()]
-    used_rows = pl.concat([s.explode() for s in kept_src] + [state.applied.cast(pl.UInt32)]).unique() \
-        if kept_src else pl.Series([], dtype=pl.UInt32)
-    used_rows = used_rows.drop_nulls()
+    def sources(t: pl.DataFrame) -> pl.DataFrame:  # one (row, reason) per event an example was built from
+        return pl.concat([t.select(pl.col(c).alias("row"), reason="drop") for c in rules.src_columns(t)]) \
+            .drop_nulls("row")
+
+    kept = [sources(t.filter(pl.col("drop").is_null()))["row"] for t in tables.values()]
+    used_rows = pl.concat(kept + [state.applied.cast(pl.UInt32)]).unique()
     n_events = len(read.events)
     all_rows = pl.DataFrame({"row": pl.arange(0, n_events, eager=True).cast(pl.UInt32)})
 
@@ -229,8 +231,7 @@ def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
     rank = {r: i for i, r in enumerate(EXAMPLE_REASONS)}
     ex_drops = []
     for t in tables.values():
-        d = t.filter(pl.col("drop").is_not_null()).select("src", reason="drop").explode("src")
-        ex_drops.append(d.rename({"src": "row"}))
+        ex_drops.append(sources(t.filter(pl.col("drop").is_not_null())))
     ex_drops = pl.concat(ex_drops) if ex_drops else step_drops.head(0)
     ex_drops = (ex_drops.with_columns(_rank=pl.col("reason").replace_strict(rank, default=len(rank)))
                 .sort("_rank").unique(subset="row", keep="first").drop("_rank"))

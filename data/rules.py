@@ -2,7 +2,7 @@
 
 Every step is a small function that returns its output and reports, per named reason, which event rows (`row`, the
 event's position in the read) it dropped. `data.build` runs them in order and does the accounting.
-Example tables carry `src`, the list of event rows each example was built from, so that every event that ends up
+Example tables carry `src0`, `src1`, ...: the event rows each example was built from, so that every event that ends up
 in no example can be given the reason why.
 """
 
@@ -117,12 +117,12 @@ def tenants_of(events: pl.DataFrame) -> dict[str | None, int]:
 def supersede(events: pl.DataFrame, drops: Drops) -> pl.DataFrame:
     """One signal of each kind per target: the latest edit/rating/accept/regenerate of a generation counts, the
     latest rephrase/abandon of a request counts; the earlier ones are dropped as superseded."""
-    ordered = _latest_first(events)
     target = pl.when(pl.col("type").is_in(["rephrase", "abandon"])).then(pl.col("request_id")) \
         .otherwise(pl.col("generation_id"))
-    ordered = ordered.with_columns(_target=target)
-    later = (pl.col("type") != "generation") & (pl.int_range(pl.len()).over("type", "_target") > 0)
-    stale = ordered.filter(later)
+    feedback = events.filter(pl.col("type") != "generation").select("row", "type", "ts", _target=target)
+    # Only targets with several signals of one kind need ordering.
+    several = feedback.filter(pl.len().over("type", "_target") > 1)
+    stale = _latest_first(several).filter(pl.int_range(pl.len()).over("type", "_target") > 0)
     for t in stale["type"].unique().sort().to_list():
         drops.add(stale.filter(pl.col("type") == t), f"superseded_{t}")
     return events.filter(~pl.col("row").is_in(stale["row"].implode()))
@@ -156,8 +156,14 @@ def generation_table(events: pl.DataFrame) -> pl.DataFrame:
     return gens
 
 
-def _src(*cols: str) -> pl.Expr:
-    return pl.concat_list([pl.col(c).cast(pl.UInt32) for c in cols]).list.drop_nulls().alias("src")
+def _src(*cols: str) -> list[pl.Expr]:
+    """The event rows an example was built from, as columns `src0`, `src1`, ... (null where a signal is absent);
+    plain columns rather than one list column, which costs microseconds a row to build."""
+    return [pl.col(c).cast(pl.UInt32).alias(f"src{i}") for i, c in enumerate(cols)]
+
+
+def src_columns(df: pl.DataFrame) -> list[str]:
+    return [c for c in df.columns if c.startswith("src")]
 
 
 def final_answers(gens: pl.DataFrame) -> pl.DataFrame:
@@ -181,7 +187,7 @@ def final_answers(gens: pl.DataFrame) -> pl.DataFrame:
 def sft_examples(finals: pl.DataFrame) -> pl.DataFrame:
     return finals.select(
         pl.col("row").alias("prompt_row"), pl.col("final_row").alias("text_row"), pl.col("row").alias("meta_row"),
-        pl.lit("final").alias("signal"), _src("row", "accept_row", "edit_row"))
+        pl.lit("final").alias("signal"), *_src("row", "accept_row", "edit_row"))
 
 
 def dpo_examples(gens: pl.DataFrame, finals: pl.DataFrame) -> pl.DataFrame:
@@ -191,7 +197,7 @@ def dpo_examples(gens: pl.DataFrame, finals: pl.DataFrame) -> pl.DataFrame:
     edits = gens.filter(pl.col("edit_row").is_not_null()).select(
         pl.col("row").alias("prompt_row"), pl.col("edit_row").alias("text_row"),
         pl.col("row").alias("rejected_row"), pl.col("row").alias("meta_row"), pl.lit("edit").alias("signal"),
-        _src("row", "edit_row"), pl.lit(None, pl.Int64).alias("_rank"))
+        *_src("row", "edit_row"), pl.lit(None, pl.Int64).alias("_rank"))
     f = finals.select("request_id", "final_row", "final_is_edit", pl.col("row").alias("f_row"),
                       pl.col("accept_row").alias("f_accept"), pl.col("edit_row").alias("f_edit"))
     away = gens.filter(pl.col("regenerate_row").is_not_null()).select(
@@ -200,13 +206,13 @@ def dpo_examples(gens: pl.DataFrame, finals: pl.DataFrame) -> pl.DataFrame:
     over_final = pairs.select(
         pl.col("f_row").alias("prompt_row"), pl.col("final_row").alias("text_row"),
         pl.col("r_row").alias("rejected_row"), pl.col("r_row").alias("meta_row"), pl.lit("regenerate").alias("signal"),
-        _src("f_row", "f_accept", "f_edit", "r_row", "regenerate_row"), (pl.col("r_ts") * -1).alias("_rank"))
+        *_src("f_row", "f_accept", "f_edit", "r_row", "regenerate_row"), (pl.col("r_ts") * -1).alias("_rank"))
     over_original = pairs.filter(pl.col("final_is_edit")).select(
         pl.col("f_row").alias("prompt_row"), pl.col("f_row").alias("text_row"),
         pl.col("r_row").alias("rejected_row"), pl.col("r_row").alias("meta_row"), pl.lit("regenerate").alias("signal"),
-        _src("f_row", "f_accept", "f_edit", "r_row", "regenerate_row"),
+        *_src("f_row", "f_accept", "f_edit", "r_row", "regenerate_row"),
         (pl.col("r_ts") * -1 + (1 << 50)).alias("_rank"))  # after every final-answer pair of the turn
-    return pl.concat([edits, over_final, over_original], how="vertical_relaxed")
+    return pl.concat([edits, over_final, over_original], how="diagonal_relaxed")
 
 
 def kto_examples(gens: pl.DataFrame) -> pl.DataFrame:
@@ -227,7 +233,7 @@ def kto_examples(gens: pl.DataFrame) -> pl.DataFrame:
     return judged.select(
         pl.col("row").alias("prompt_row"), pl.col("row").alias("text_row"), pl.col("_good").alias("label"),
         pl.col("row").alias("meta_row"), signal.alias("signal"),
-        _src("row", "accept_row", "rating_row", "regenerate_row", "rephrase_row", "abandon_row"),
+        *_src("row", "accept_row", "rating_row", "regenerate_row", "rephrase_row", "abandon_row"),
         (pl.col("_good") & pl.col("_bad")).alias("_conflict"))
 
 
