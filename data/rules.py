@@ -147,8 +147,8 @@ def generation_table(events: pl.DataFrame) -> pl.DataFrame:
             .join(feedback("regenerate"), on="row", how="left")
             .join(feedback("rating", "value"), on="row", how="left"))
     # Turn-level: the last generation of a request is the one a rephrase or an abandon judges.
-    gens = gens.with_columns(
-        is_last=(pl.int_range(pl.len()).sort_by(["ts", "row"], descending=[True, True]).over("request_id") == 0))
+    last = gens.sort("ts", "row").group_by("request_id").agg(pl.col("row").last())["row"]
+    gens = gens.with_columns(is_last=pl.col("row").is_in(last.implode()))
     for t in ("rephrase", "abandon"):
         turn = events.filter(pl.col("type") == t).select("request_id", pl.col("row").alias(f"{t}_row"))
         gens = gens.join(turn, on="request_id", how="left").with_columns(

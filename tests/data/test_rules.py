@@ -178,6 +178,20 @@ def test_rephrase_judges_the_last_output_of_the_turn(log, build):
     assert kto == {"g1": (False, "regenerate"), "g2": (False, "rephrase"), "g3": (True, "accept")}
 
 
+def test_abandon_judges_the_latest_generation_whatever_the_file_order(log, build):
+    first = log.gen("g1", "r1", C)
+    log.regen("g1")
+    latest = log.gen("g3", "r1", A)
+    middle = log.gen("g2", "r1", B)
+    log.regen("g2")
+    log.abandon("r1")
+    # File order g1, g3, g2; time order g1, g2, g3.
+    first["ts"], middle["ts"], latest["ts"] = 1_790_000_000_000, 1_790_000_001_500, 1_790_000_003_000
+    _, out = build(log)
+    kto = {k["generation_id"]: (k["label"], k["signal"]) for k in rows(out, "kto")}
+    assert kto == {"g1": (False, "regenerate"), "g2": (False, "regenerate"), "g3": (False, "abandon")}
+
+
 def test_signals_both_ways_on_one_output_are_a_kto_conflict(log, build):
     log.gen("g1", "r1", A)
     log.accept("g1")
