@@ -138,8 +138,9 @@ def kto_conflicts(df: pl.DataFrame) -> pl.DataFrame:
 
 def exact_duplicates(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """Keep the earliest of identical examples."""
-    live = df.with_row_index("_i").filter(_alive()).select("_i", "ts", *keys).sort("ts", "_i")
-    later = live.filter(pl.int_range(pl.len()).over(keys) > 0)["_i"]
+    live = df.with_row_index("_i").filter(_alive()).select("_i", "ts", *keys)
+    copies = live.filter(pl.struct(keys).is_duplicated()).sort("ts", "_i")  # only these need ordering
+    later = copies.filter(pl.int_range(pl.len()).over(keys) > 0)["_i"]
     return _mark_rows(df, later, "duplicate_example")
 
 

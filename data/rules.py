@@ -63,8 +63,9 @@ def link_events(events: pl.DataFrame, drops: Drops) -> tuple[pl.DataFrame, pl.Da
 
     Adds `gen_user`, `gen_tenant` (owner and tenant of the generation or request a row is about) and `gen_row`
     (the row of the generation a row is about) to every row. Returns (linked events, orphans)."""
-    gens = events.filter(pl.col("type") == "generation").sort("ts", "row")
-    second = gens.filter(pl.col("generation_id").is_duplicated() & ~pl.col("generation_id").is_first_distinct())
+    gens = events.filter(pl.col("type") == "generation")
+    reused = gens.filter(pl.col("generation_id").is_duplicated()).sort("ts", "row")  # usually none
+    second = reused.filter(~pl.col("generation_id").is_first_distinct())
     drops.add(second, "duplicate_generation_id")
     events = events.filter(~pl.col("row").is_in(second["row"].implode()))
     gens = gens.filter(~pl.col("row").is_in(second["row"].implode()))
