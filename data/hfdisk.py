@@ -31,24 +31,51 @@ def features_of(t: pa.DataType) -> dict:
 
 
 class _HashingFile:
-    """A write-only file that hashes what goes through it (no second read of a file just written)."""
+    """A write-only file that hashes what goes through it (no second read of a file just written).
+
+    Hashing and writing happen on a background thread (hashlib and file writes release the GIL), so they overlap
+    with building the next slice of the dataset."""
 
     def __init__(self, path: Path):
+        import queue
+        import threading
+
         self.f = open(path, "wb")
         self.h = hashlib.sha256()
         self.closed = False
+        self.error: BaseException | None = None
+        self.queue: queue.Queue = queue.Queue(maxsize=64)
+        self.thread = threading.Thread(target=self._drain, daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        while (data := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self.h.update(data)
+                    self.f.write(data)
+                except BaseException as exc:  # re-raised in the writing thread by close()
+                    self.error = exc
 
     def write(self, data) -> int:
-        data = memoryview(data)
-        self.h.update(data)
-        return self.f.write(data)
+        if self.error is not None:
+            raise self.error
+        chunk = bytes(data)  # Arrow may reuse its buffer once write() returns
+        self.queue.put(chunk)
+        return len(chunk)
 
     def flush(self) -> None:
-        self.f.flush()
+        pass  # close() drains the queue and closes the file
 
     def close(self) -> None:
+        if self.closed:
+            return
+        self.queue.put(None)
+        self.thread.join()
         self.f.close()
         self.closed = True
+        if self.error is not None:
+            raise self.error
 
 
 def save_dataset(table: pa.Table | Iterable[pa.Table], path: Path, schema: pa.Schema | None = None) -> tuple[str, int]:
