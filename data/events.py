@@ -546,11 +546,14 @@ def event_to_dict(row: dict) -> dict:
     return out
 
 
-def load_events(paths: Iterable[str | os.PathLike] | str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> pl.DataFrame:
+def load_events(paths: Iterable[str | os.PathLike] | str, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                dedupe: bool = True) -> pl.DataFrame:
     """All valid capture events of `paths` as one Polars DataFrame, one row per event, in input order.
 
-    Invalid lines are skipped (use `read_events` or `data.validate.validate_paths` to see them); duplicates are
-    *not* removed here (see `dedupe_events`), forget requests are *not* applied.
+    Invalid lines are skipped (use `read_events` or `data.validate.validate_paths` to see them). With `dedupe`,
+    exact repeats of an event (same event_id, same content) are dropped, keeping the first; events that share an
+    event_id with *different* content are all kept (the build quarantines them). Forget requests are *not*
+    applied: filter out `user_id`s that have a `forget` event if you report on people.
 
     Columns (null where the event type has no such field):
       type            str   generation | edit | regenerate | accept | rating | rephrase | abandon | forget
@@ -579,7 +582,14 @@ def load_events(paths: Iterable[str | os.PathLike] | str, max_line_bytes: int = 
     Feedback rows carry no model: join them to their generation on `generation_id` (or `request_id` for
     rephrase/abandon) to attribute them to a model version, e.g. per-model accept/edit/regenerate rates.
     """
-    return read_events(paths, max_line_bytes=max_line_bytes, hash_inputs=False).events
+    events = read_events(paths, max_line_bytes=max_line_bytes, hash_inputs=False).events
+    if dedupe:
+        from data.rules import dedupe_events
+
+        repeated, _ = dedupe_events(events.with_row_index("row"))
+        if len(repeated):
+            events = events.with_row_index("row").filter(~pl.col("row").is_in(repeated.implode())).drop("row")
+    return events
 
 
 __all__ = [

@@ -178,6 +178,10 @@ def test_load_events_gives_typed_columns_for_other_stages(tmp_path):
     assert json.loads(first["extra"]) == {"custom_field": {"ab_test": "B"}}
     assert df.filter(pl.col("type") == "rating")["comment"].to_list() == ["meh"]
     assert df["line"].to_list() == list(range(1, len(log.events) + 1))
+    # An exporter retry (the same line twice) is one event for a reader of rates.
+    twice = log.write(tmp_path / "twice.jsonl", log.events + log.events[:2])
+    assert len(load_events([twice])) == len(log.events)
+    assert len(load_events([twice], dedupe=False)) == len(log.events) + 2
 
 
 def test_parallel_ranges_read_the_same_as_one_pass(tmp_path, monkeypatch):
