@@ -134,13 +134,14 @@ def edit_toward(pref: Preference, text: str) -> str:
 
     Edits are modest on purpose (add the opener and sign-off, bulletize, add the next-step line, cut trailing
     sentences to the length band), so a reply meeting the rules costs nothing and one missing them costs a clear
-    but partial rewrite. A sentence the model cut off mid-way is dropped while the user is at it.
+    but partial rewrite. While at it, the user drops a sentence the model cut off mid-way or repeated.
     """
     met = check(pref, text)
     p = parse(text)
     sentences = body_sentences(p.body_lines)
     if sentences and sentences[-1][-1] not in ".!?":
         sentences = sentences[:-1] or [sentences[-1] + "."]
+    sentences = list(dict.fromkeys(sentences))  # a sentence the model repeated is kept once
     body_lines = p.body_lines
     rewrite_body = not all(met.values())  # a user touching the reply also drops a cut-off trailing fragment
     if pref.max_words is not None and not met.get("length", True):
