@@ -33,7 +33,7 @@ KINDS = ("sft", "dpo", "kto")
 # Example-level drop reasons, in the order their steps run: an event that ends up in no kept example is reported
 # under the first of these that removed an example built from it.
 EXAMPLE_REASONS = [
-    "kto_label_conflict", "empty_output", "trivial_edit", "identical_pair", "prompt_too_long",
+    "kind_not_built", "kto_label_conflict", "empty_output", "trivial_edit", "identical_pair", "prompt_too_long",
     "completion_too_long", "too_many_tokens", "preference_conflict", "duplicate_example", "near_duplicate_prompt",
     "regeneration_cap", "split_time_cutoff", "prompt_in_test",
 ]
@@ -184,6 +184,7 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
             "kto": rules.kto_examples(gens),
         }
         tables = {k: rules.attach(v, features, meta, k) for k, v in tables.items()}
+        tables = {k: v if k in cfg.kinds else v.with_columns(drop=pl.lit("kind_not_built")) for k, v in tables.items()}
         # The tenant of a turn is its generation's (feedback may omit it); indexed by event row, for gathers.
         state.tenant_of_row = full.select("row").join(events.select("row", "gen_tenant"), on="row", how="left",
                                                       maintain_order="left")["gen_tenant"]
@@ -360,7 +361,7 @@ def write_build(tmp: Path, state: BuildState, tables: dict[str, pl.DataFrame], b
     cfg = state.config
     examples: dict[str, dict[str, int]] = {}
     outputs: dict[str, dict] = {}
-    for kind in KINDS:
+    for kind in [k for k in KINDS if k in cfg.kinds]:
         t = tables[kind].filter(pl.col("drop").is_null())
         splits = {}
         for split in ("train", "test"):

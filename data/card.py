@@ -15,6 +15,7 @@ REASONS = {
     "superseded_regenerate": "a repeated regenerate of one generation",
     "superseded_rephrase": "a repeated rephrase of one request",
     "superseded_abandon": "a repeated abandon of one request",
+    "kind_not_built": "only a dataset kind this build was not asked for (config `kinds`) would use it",
     "kto_label_conflict": "the same output judged both desirable and undesirable",
     "empty_output": "an empty or whitespace-only output",
     "trivial_edit": "an edit changing only whitespace/case/punctuation or fewer than min_edit_chars characters",

@@ -33,6 +33,7 @@ def register(subparsers) -> None:
                    help="redact these kinds (comma list; bare flag = all: email,phone,card,api_key)")
     b.add_argument("--near-duplicate-prompts", action="store_true", default=None,
                    help="keep one turn per normalised prompt")
+    b.add_argument("--kinds", help="datasets to build, comma list (default: sft,dpo,kto)")
     b.add_argument("--quiet", action="store_true", help="no progress display or summary table")
     b.set_defaults(func=cmd_build)
 
@@ -71,6 +72,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         "split_by": args.split_by, "split_seed": args.split_seed, "time_cutoff": args.time_cutoff,
         "near_duplicate_prompts": args.near_duplicate_prompts,
         "redact": [k.strip() for k in args.redact.split(",") if k.strip()] if args.redact else None,
+        "kinds": [k.strip() for k in args.kinds.split(",") if k.strip()] if args.kinds else None,
     }
     if args.time_cutoff is not None and args.time_cutoff.isdigit():
         overrides["time_cutoff"] = int(args.time_cutoff)

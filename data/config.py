@@ -49,6 +49,9 @@ class BuildConfig:
 
     # KTO rows are shuffled with this seed (KTOTrainer reads them in order).
     shuffle_seed: int = 0
+    # Which datasets to build; the others are not written, and events only they would use are dropped with the
+    # reason `kind_not_built`.
+    kinds: list[str] = field(default_factory=lambda: ["sft", "dpo", "kto"])
 
     def __post_init__(self) -> None:
         if self.split_by not in ("user", "session"):
@@ -58,6 +61,9 @@ class BuildConfig:
         unknown = set(self.redact) - set(REDACTION_KINDS)
         if unknown:
             raise ValueError(f"redact: unknown kind(s) {sorted(unknown)}; known: {', '.join(REDACTION_KINDS)}")
+        unknown_kinds = set(self.kinds) - {"sft", "dpo", "kto"}
+        if unknown_kinds or not self.kinds:
+            raise ValueError(f"kinds: a non-empty list of sft, dpo, kto; got {self.kinds!r}")
         if self.tenant is not None and self.all_tenants:
             raise ValueError("give either tenant or all_tenants, not both")
 

@@ -147,6 +147,16 @@ def test_time_cutoff(build):
     assert m["drops"]["split_time_cutoff"] > 0
 
 
+def test_kinds_selects_the_datasets_written(build):
+    m, out = build([SAMPLE], kinds=["sft"])
+    assert list(m["examples"]) == ["sft"] and list(m["outputs"]) == ["sft"]
+    assert (out / "sft").is_dir() and not (out / "dpo").exists() and not (out / "kto").exists()
+    # Regenerated-away answers, ratings, rephrases and abandons only feed DPO/KTO.
+    assert m["drops"]["kind_not_built"] > 0
+    full, _ = build([SAMPLE])
+    assert m["examples"]["sft"] == full["examples"]["sft"]
+
+
 def test_kto_rows_are_shuffled_with_a_fixed_seed(build):
     log = Log()
     for i in range(40):
