@@ -31,8 +31,9 @@ def _num(x) -> str:
 
 
 def _threshold_value(check: dict) -> float | None:
-    for v in (check.get("threshold") or {}).values():
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
+    for k, v in (check.get("threshold") or {}).items():
+        # Only thresholds on the plotted interval; e.g. a significance level is not a point on this axis.
+        if k.startswith("interval_") and isinstance(v, (int, float)) and not isinstance(v, bool):
             return float(v)
     return None
 
