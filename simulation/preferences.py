@@ -129,6 +129,27 @@ def check(pref: Preference, text: str) -> dict[str, bool]:
     return result
 
 
+_WORD = re.compile(r"[a-z]+")
+_STOP = frozenset("""the and for you your with that this from have will are can was were been be is it its
+they them their there then than also into more most some any all not only just when what which who how about
+after before over under very much many each every one two three four five""".split())
+
+
+def content_words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if len(w) > 3 and w not in _STOP}
+
+
+def on_topic(reply: str, reference: str, threshold: float = 0.3) -> bool:
+    """Does `reply` answer the request? Judged against `reference`, a base-style answer to the same request.
+
+    Users care first that the reply answers what they asked: a tiny model often writes a fluent answer to another
+    request (a recipe for a refund question). Fewer than `threshold` of the reference's content words in the reply
+    means it answered something else; slot values (names, days) differ between the two, template words do not.
+    """
+    ref = content_words(reference)
+    return not ref or len(ref & content_words(reply)) / len(ref) >= threshold
+
+
 def edit_toward(pref: Preference, text: str) -> str:
     """What the user turns `text` into: fix each rule it misses, keep everything else as the model wrote it.
 

@@ -24,7 +24,7 @@ from typing import Any
 from flywheel.files import sha256_json, write_text_atomic
 from flywheel.textdist import edit_cost
 from simulation import corpus
-from simulation.preferences import PopulationConfig, Preference, check, edit_toward, sample_preference
+from simulation.preferences import PopulationConfig, Preference, check, edit_toward, on_topic, sample_preference
 
 WEEK_MS = 7 * 24 * 3600 * 1000
 REPHRASINGS = [
@@ -54,6 +54,10 @@ class SimConfig:
     p_abandon_after_limit: float = 0.2
     p_abandon: float = 0.02  # leaves at any turn whatever the reply
     p_rate: float = 0.25  # rates the reply it kept or edited (+1 if it met every rule, else -1)
+    # a reply that answers another request (see preferences.on_topic) is never kept as it is: regenerated, and at
+    # the limit abandoned, rephrased, or replaced by the user's own answer
+    check_topic: bool = True
+    topic_threshold: float = 0.3
     # population (the same `population_seed` gives the same users, whatever the behaviour seed)
     population_seed: int = 0
     p_bullets: float = 0.6
@@ -209,6 +213,8 @@ class UserState:
     turns_left: int
     session_id: str | None = None
     requests: list[str] = field(default_factory=list)  # the rest of the session's requests
+    references: list[str] = field(default_factory=list)  # base-style answers to them: what "on topic" means
+    reference: str = ""  # the pending request's
     domain: str = ""
     history: list[dict] = field(default_factory=list)  # the conversation so far (ends with the pending request)
     request_id: str | None = None
@@ -255,12 +261,14 @@ class Simulation:
         user.session_id = self._id("session")
         user.domain = conv.domain
         user.requests = [t.request for t in conv.turns]
+        user.references = [t.reply for t in conv.turns]
         user.history = []
         user.clock_ms += user.rng.randint(60_000, 3_600_000)
 
     def _next_request(self, user: UserState, text: str | None = None) -> None:
-        if text is None:
+        if text is None:  # else a rephrasing of the same request: same reference
             text = user.requests.pop(0)
+            user.reference = user.references.pop(0)
         user.history = user.history + [{"role": "user", "content": text}]
         user.request_id = self._id("request")
         user.n_regens = 0
@@ -276,12 +284,13 @@ class Simulation:
         self._next_request(user)
         return True
 
-    def _end_turn(self, user: UserState, outcome: str, output: str, final: str | None, met: dict) -> None:
+    def _end_turn(self, user: UserState, outcome: str, output: str, final: str | None, met: dict,
+                  relevant: bool = True) -> None:
         self.turn_records.append({
             "request_id": user.request_id, "user_id": user.user_id, "session_id": user.session_id,
             "model": self.tag, "outcome": outcome, "n_regenerations": user.n_regens,
             "edit_cost": edit_cost(output, final),
-            "rules_met": sum(met.values()), "rules_total": len(met),
+            "rules_met": sum(met.values()), "rules_total": len(met), "on_topic": relevant,
             "final_rules_met": sum(check(user.pref, final).values()) if final is not None else None,
             "domain": user.domain,
         })
@@ -297,16 +306,17 @@ class Simulation:
                    params={"temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens})
         met = check(user.pref, output)
         misses = sum(not ok for ok in met.values())
+        relevant = on_topic(output, user.reference, cfg.topic_threshold) if cfg.check_topic else True
         rng = user.rng
         # Draw every choice up front so one rate does not shift another's random stream.
         u_abandon, u_after, u_rate = rng.random(), rng.random(), rng.random()
 
         if u_abandon < cfg.p_abandon:
             self._emit(user, "abandon", request_id=user.request_id)
-            self._end_turn(user, "abandon", output, None, met)
+            self._end_turn(user, "abandon", output, None, met, relevant)
             user.requests = []  # the session ends
             return
-        if misses > cfg.edit_max_misses:
+        if misses > cfg.edit_max_misses or not relevant:
             if user.n_regens < cfg.max_regenerations:
                 self._emit(user, "regenerate", generation_id=gen_id)
                 user.n_regens += 1
@@ -314,26 +324,30 @@ class Simulation:
             rephrase = cfg.p_abandon_after_limit <= u_after < cfg.p_abandon_after_limit + cfg.p_rephrase_after_limit
             if rephrase and user.turns_left > 1:  # the rephrased request is a new turn: it needs budget left
                 old_request, old_text = user.request_id, user.history[-1]["content"]
-                self._end_turn(user, "rephrase", output, None, met)
+                self._end_turn(user, "rephrase", output, None, met, relevant)
                 user.history = user.history[:-1]
                 self._next_request(user, rng.choice(REPHRASINGS).format(req=old_text))
                 self._emit(user, "rephrase", request_id=old_request, new_request_id=user.request_id)
                 return
             if u_after < cfg.p_abandon_after_limit + cfg.p_rephrase_after_limit:
                 self._emit(user, "abandon", request_id=user.request_id)
-                self._end_turn(user, "abandon", output, None, met)
+                self._end_turn(user, "abandon", output, None, met, relevant)
                 user.requests = []
                 return
         final = output
         outcome = "accept"
-        if misses:
+        if not relevant:  # nothing to keep: the user writes the answer it wanted, the way it likes it
+            final = edit_toward(user.pref, user.reference)
+            outcome = "edit"
+            self._emit(user, "edit", generation_id=gen_id, edited_output=final)
+        elif misses:
             final = edit_toward(user.pref, output)
             outcome = "edit"
             self._emit(user, "edit", generation_id=gen_id, edited_output=final)
         self._emit(user, "accept", generation_id=gen_id)
         if u_rate < cfg.p_rate:
-            self._emit(user, "rating", generation_id=gen_id, value=1 if misses == 0 else -1)
-        self._end_turn(user, outcome, output, final, met)
+            self._emit(user, "rating", generation_id=gen_id, value=1 if misses == 0 and relevant else -1)
+        self._end_turn(user, outcome, output, final, met, relevant)
         user.history = user.history + [{"role": "assistant", "content": final}]
         if not user.requests:
             user.session_id = None

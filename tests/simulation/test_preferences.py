@@ -81,3 +81,21 @@ def test_rules_are_checked_on_structure_not_on_words():
     flat = text.replace("\n", " ")
     assert check(pref, flat) == {"opener": False, "sign_off": False, "bullets": False, "next_step": False,
                                  "length": False}
+
+
+def test_a_reply_to_another_request_is_off_topic():
+    from simulation.preferences import on_topic
+
+    rng = random.Random(0)
+    same, other = [], []
+    for _ in range(300):
+        a = corpus.sample_conversation(rng, domain="support", max_turns=1).turns[0]
+        b = corpus.sample_conversation(rng, domain="cooking", max_turns=1).turns[0]
+        again = corpus.sample_conversation(random.Random(rng.random()), domain="support", max_turns=1).turns[0]
+        other.append(on_topic(b.reply, a.reply))
+        if again.request.split()[:3] == a.request.split()[:3]:  # the same kind of request, other slot values
+            same.append(on_topic(again.reply, a.reply))
+    assert sum(other) / len(other) < 0.05
+    assert same and sum(same) / len(same) > 0.8
+    # an edit toward the preference keeps a reply on topic
+    assert on_topic(edit_toward(Preference(bullets=True, next_step=True), a.reply), a.reply)

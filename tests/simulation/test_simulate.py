@@ -75,6 +75,8 @@ def test_edits_move_the_models_text_toward_the_users_preference(period0):
     events = read_jsonl(log)
     prefs = {f"user-{i:04d}": p for i, p in enumerate(population(12, SimConfig()))}
     outputs = {e["generation_id"]: e["output"] for e in events if e["type"] == "generation"}
+    request_of = {e["generation_id"]: e["request_id"] for e in events if e["type"] == "generation"}
+    on_topic = {t["request_id"]: t["on_topic"] for t in read_jsonl(logs_paths(log)[1])}
     edits = [e for e in events if e["type"] == "edit"]
     assert len(edits) >= 10
     for e in edits:
@@ -82,7 +84,8 @@ def test_edits_move_the_models_text_toward_the_users_preference(period0):
         before, after = check(pref, original), check(pref, e["edited_output"])
         assert sum(after.values()) > sum(before.values()), (original, e["edited_output"])
         assert all(after.values())
-        assert 0.0 < edit_cost(original, e["edited_output"]) < 0.9
+        if on_topic[request_of[e["generation_id"]]]:  # an edit, not the user's own answer to a missed request
+            assert 0.0 < edit_cost(original, e["edited_output"]) < 0.9
 
 
 def test_builds_sft_dpo_and_kto_datasets_of_reasonable_size(period0, tmp_path):
@@ -157,7 +160,7 @@ def test_a_model_that_meets_the_rules_is_accepted_without_edits(tmp_path):
                             "Restart the router and wait a minute. Then try again.") for _ in conversations]
 
     s = simulate("stand-in", tmp_path / "log.jsonl", users=20, turns=10, seed=0,
-                 config=SimConfig(p_abandon=0.0), generate=compliant_model)
+                 config=SimConfig(p_abandon=0.0, check_topic=False), generate=compliant_model)
     assert s["outcomes"] == {"accept": 200} and s["edit_cost"] == 0.0 and s["regen_rate"] == 0.0
     ratings = [e["value"] for e in read_jsonl(tmp_path / "log.jsonl") if e["type"] == "rating"]
     assert ratings and set(ratings) == {1}
