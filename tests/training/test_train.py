@@ -171,3 +171,19 @@ def test_kto_after_sft_reference_is_a_frozen_copy_of_the_sft_adapter(tiny_model_
         ref = params[name.replace(".default.", ".ref.")]
         assert params[name].requires_grad and not ref.requires_grad
         torch.testing.assert_close(params[name], ref)
+
+
+def test_dpo_with_precomputed_reference_log_probs(tiny_model_dir, build_dir, sft_adapter, tmp_path):
+    parsed = parse_recipe("dpo", ["--config", str(TINY_RECIPES / "dpo.yaml")],
+                          overrides(tiny_model_dir, build_dir, tmp_path / "dpo", sft_adapter=str(sft_adapter),
+                                    precompute_ref_log_probs=True))
+    trainer = prepare_run(parsed).trainer
+    # Computed once before the first step, from the frozen SFT adapter: equal to the SFT policy's own log-probs.
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.eval()
+    with torch.no_grad():
+        policy = completion_logps(trainer.model, batch)
+    precomputed = torch.cat([batch["ref_chosen_logps"], batch["ref_rejected_logps"]])
+    torch.testing.assert_close(precomputed, policy, rtol=1e-4, atol=1e-4)
+    trainer.train()
+    assert trainer.state.global_step == FAST["max_steps"]
