@@ -161,7 +161,9 @@ class Scorer:
                 comp_mask[row * k + j, : len(c)] = 1
         prompt_ids, prompt_mask, comp_ids, comp_mask = (t.to(dev) for t in (prompt_ids, prompt_mask, comp_ids, comp_mask))
         prompt_pos = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_pos, use_cache=True)
+        # Only the last prompt position's logits are needed (they predict each completion's first token).
+        out = self.model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=prompt_pos, use_cache=True,
+                         logits_to_keep=1)
         cache = out.cache
         first_logits = out.logits[:, -1, :].repeat_interleave(k, dim=0)  # predicts each completion's first token
         if k > 1:
