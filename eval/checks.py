@@ -151,13 +151,13 @@ def check_generation(rows: list[dict], cfg: dict) -> tuple[dict, dict]:
     p = stats.paired_difference([r["base_edit_cost"] for r in rows], [r["adapter_edit_cost"] for r in rows], users,
                                 cfg["n_boot"], cfg["alpha"], cfg["seed"])
     bound = -gc["min_improvement"]
-    passed = p.interval[1] < bound if gc["require_improvement"] else p.interval[1] <= gc["min_improvement"]
+    passed = p.interval[1] < bound if gc["require_improvement"] else p.interval[1] <= gc["max_worse"]
     edit = {
         "passed": bool(passed), "status": "ok",
         "statistic": "predicted edit cost: normalised edit distance of the reply to the user's final answer",
         "base": p.base, "adapter": p.adapter, "diff": p.diff, "interval": _iv(p.interval), "n": p.n,
         "threshold": ({"interval_high_below": bound} if gc["require_improvement"]
-                      else {"interval_high_at_most": gc["min_improvement"]}),
+                      else {"interval_high_at_most": gc["max_worse"]}),
         "method": f"seeded replies (do_sample={gc['do_sample']}, max_new_tokens={gc['max_new_tokens']}); "
                   "flywheel.textdist.edit_cost; percentile bootstrap resampling users",
     }
@@ -165,7 +165,7 @@ def check_generation(rows: list[dict], cfg: dict) -> tuple[dict, dict]:
         edit["reason"] = (f"generation_edit_cost: adapter {_fmt(p.adapter)} vs base {_fmt(p.base)}, difference "
                           f"interval [{_fmt(p.interval[0])}, {_fmt(p.interval[1])}] "
                           + ("is not wholly below " + _fmt(bound) if gc["require_improvement"]
-                             else "exceeds " + _fmt(gc["min_improvement"])))
+                             else "exceeds " + _fmt(gc["max_worse"])))
     base_len = float(np.mean([r["base_reply_chars"] for r in rows])) if rows else math.nan
     adapter_len = float(np.mean([r["adapter_reply_chars"] for r in rows])) if rows else math.nan
     ratio = adapter_len / base_len if base_len else math.inf

@@ -39,8 +39,10 @@ DEFAULTS: dict[str, Any] = {
             "top_p": 0.95,
             "batch_size": 16,
             # Pass: the upper bound of (adapter - base) edit cost below -min_improvement (0: strictly better).
+            # With require_improvement false, non-inferiority instead: upper bound at most max_worse.
             "require_improvement": True,
             "min_improvement": 0.0,
+            "max_worse": 0.02,
             # Mean reply length of the adapter over the base's must stay inside this band.
             "length_ratio_band": [0.5, 2.0],
         },

@@ -59,3 +59,12 @@ def test_config_errors_name_the_key():
         load_config({"checks": {"generation": {"length_ratio_band": [2, 1]}}})
     with pytest.raises(GateConfigError, match="not found"):
         load_config("/nonexistent/gate.yaml")
+
+
+def test_generation_can_be_held_to_non_inferiority_instead_of_improvement():
+    rows = [{"user_id": f"u{i % 8}", "base_edit_cost": 0.5, "adapter_edit_cost": 0.5 + (0.01 if i % 2 else -0.01),
+             "base_reply_chars": 100, "adapter_reply_chars": 100} for i in range(40)]
+    strict, _ = checks.check_generation(rows, load_config(None))
+    assert not strict["passed"]  # no evidence of improvement
+    lenient, _ = checks.check_generation(rows, load_config({"checks": {"generation": {"require_improvement": False}}}))
+    assert lenient["passed"] and lenient["threshold"] == {"interval_high_at_most": 0.02}
