@@ -23,7 +23,7 @@ from flywheel.files import atomic_dir, sha256_json
 from simulation import corpus
 
 # Bump when the corpus, tokenizer or training code changes what a given configuration builds.
-BUILD_VERSION = 4
+BUILD_VERSION = 5
 
 END_OF_TURN = "<|end|>"
 PAD = "<|pad|>"
