@@ -43,15 +43,22 @@ class DemoSettings:
     users: int = 40
     turns: int = 15
     seed: int = 0
-    # Recipe keys on top of recipes/tiny/{sft,dpo}.yaml (the smallest settings shorten training).
+    # Held-out share of users: the gate needs enough held-out turns for its intervals (min_items).
+    test_fraction: float = 0.2
+    # Recipe keys on top of recipes/tiny/{sft,dpo}.yaml.
     sft_overrides: dict[str, Any] = field(default_factory=dict)
     dpo_overrides: dict[str, Any] = field(default_factory=dict)
+    # Gate configuration on top of eval/config.py's defaults (empty: the defaults, as a user's gate runs).
+    gate_config: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def for_size(cls, size: str, users: int | None = None, turns: int | None = None, seed: int = 0) -> "DemoSettings":
         if size == "test":
-            s = cls(size="test", users=12, turns=6, seed=seed,
-                    sft_overrides={"num_train_epochs": 1}, dpo_overrides={"num_train_epochs": 1})
+            # The smallest settings (the test suite's) hold out a few dozen turns: too few to show a generation
+            # gain with significance, so there the gate asks generation only not to be worse (non-inferiority);
+            # every other check, and the default demo, keep the defaults.
+            s = cls(size="test", users=24, turns=6, seed=seed, test_fraction=0.3,
+                    gate_config={"min_items": 10, "checks": {"generation": {"require_improvement": False}}})
         else:
             s = cls(size=size, seed=seed)
         if users is not None:
@@ -134,7 +141,7 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None) -> dict[str,
                      seed=settings.seed, show_progress=True)
 
     steps.start("datasets and the frozen eval set")
-    manifest = build_datasets([str(paths["log_0"])], paths["build"])
+    manifest = build_datasets([str(paths["log_0"])], paths["build"], test_fraction=settings.test_fraction)
     eval_set = freeze(paths["build"], paths["eval_set"])
 
     steps.start("training: SFT, then DPO from the SFT adapter")
@@ -144,7 +151,7 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None) -> dict[str,
                                               **settings.dpo_overrides})
 
     steps.start("gate: the DPO adapter against the frozen base")
-    report = run_gate(dpo, paths["eval_set"], paths["gate"], base=str(model))
+    report = run_gate(dpo, paths["eval_set"], paths["gate"], base=str(model), config=settings.gate_config or None)
     promoted: dict[str, Any] | None = None
     if report["decision"] == "pass":
         try:
