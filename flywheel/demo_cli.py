@@ -23,5 +23,7 @@ def _run(args) -> int:
     from flywheel.demo import DemoSettings, run_demo
 
     settings = DemoSettings.for_size(args.size, users=args.users, turns=args.turns, seed=args.seed)
-    summary = run_demo(args.out, settings)
-    return 0 if summary["gate"]["decision"] == "pass" else 1
+    # The demo succeeds when the loop ran to the end; a failed gate is one of its outcomes, printed loudly and
+    # recorded in summary.json, not an error of the demo (`flywheel eval gate` is what exits 1 on a failed gate).
+    run_demo(args.out, settings)
+    return 0
