@@ -17,7 +17,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory):
+def tiny_model_dir():
     """The test-size variant of the embedded tiny model (cached by configuration under FLYWHEEL_CACHE)."""
     from simulation.tiny_model import build_tiny_model
 
