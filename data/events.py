@@ -22,6 +22,13 @@ import polars as pl
 
 from data.records import EVENT_TYPES, check_event
 
+try:  # the fast path (data/fastread.py) needs msgspec; without it every line takes the Python path
+    import msgspec  # noqa: F401
+
+    FAST_PATH = True
+except ImportError:  # pragma: no cover
+    FAST_PATH = False
+
 # A line larger than this is filtered with reason `oversized_line` before parsing (a 10 MB prompt is a logging bug,
 # not a training example, and parsing it would cost more than the rest of the block).
 DEFAULT_MAX_LINE_BYTES = 1_000_000
@@ -168,10 +175,11 @@ class _BlockParser:
     become Arrow arrays once per block (cheaper than a second parse: Polars' NDJSON reader spends most of its time
     on the nested `messages`)."""
 
-    def __init__(self, source: str, max_line_bytes: int, result: ReadResult):
+    def __init__(self, source: str, max_line_bytes: int, result: ReadResult, fast: bool | None = None):
         self.source = source
         self.max_line_bytes = max_line_bytes
         self.result = result
+        self.fast = FAST_PATH if fast is None else fast
 
     def parse(self, lines: list[bytes], first_line: int) -> pl.DataFrame | None:
         # The loop allocates millions of short-lived containers; Python's cyclic GC would rescan the growing
@@ -179,12 +187,54 @@ class _BlockParser:
         enabled = gc.isenabled()
         gc.disable()
         try:
+            if self.fast:
+                return self._parse_fast(lines, first_line)
             return self._parse(lines, first_line)
         finally:
             if enabled:
                 gc.enable()
 
-    def _parse(self, lines: list[bytes], first_line: int) -> pl.DataFrame | None:
+    def _parse_fast(self, lines: list[bytes], first_line: int) -> pl.DataFrame | None:
+        """msgspec decodes the lines it can certify (`data.fastread`); the rest go through `_parse`, which gives
+        the same rows for valid lines and the quarantine entries, blank and oversized counts for the others."""
+        from data import fastread
+
+        records, taken, left = fastread.decode_lines(lines, self.max_line_bytes)
+        back = fastread.resolve_params(records)
+        if back:
+            gone = set(back)
+            left = sorted(left + [taken[k] for k in back])
+            records = [r for k, r in enumerate(records) if k not in gone]
+            taken = [i for k, i in enumerate(taken) if k not in gone]
+        fast = self._records_table(records, [first_line + i for i in taken]) if records else None
+        slow = self._parse([lines[i] for i in left], first_line, [first_line + i for i in left]) if left else None
+        if slow is None:
+            return fast
+        if fast is None:
+            return slow
+        return pl.concat([fast, slow]).sort("line")  # rare: a valid line only the Python path reads
+
+    def _records_table(self, records: list, numbers: list[int]) -> pl.DataFrame:
+        from itertools import accumulate, chain
+        from operator import attrgetter
+
+        from data.fastread import COLUMNS
+
+        values = zip(*map(attrgetter(*COLUMNS), records))
+        cols = {name.replace("model.", "model_").replace("type_name", "type"): v for name, v in zip(COLUMNS, values)}
+        cols["extra"] = [None] * len(records)
+        cols["line"] = numbers
+        msgs = [r.messages for r in records]
+        has_msgs = [m is not None for m in msgs]
+        flat = list(chain.from_iterable(m for m in msgs if m is not None))
+        offsets = list(accumulate((len(m) if m is not None else 0 for m in msgs), initial=0))
+        tags = [r.tags for r in records]
+        tag_values = list(chain.from_iterable(t for t in tags if t is not None))
+        tag_offsets = list(accumulate((len(t) if t is not None else 0 for t in tags), initial=0))
+        return self._table(cols, list(map(attrgetter("role"), flat)), list(map(attrgetter("content"), flat)),
+                           offsets, has_msgs, tag_values, tag_offsets, [t is not None for t in tags])
+
+    def _parse(self, lines: list[bytes], first_line: int, numbers: list[int] | None = None) -> pl.DataFrame | None:
         cols: dict[str, list] = {name: [] for name in _FLAT}
         a = {name: cols[name].append for name in _FLAT}
         roles: list[str] = []
@@ -208,8 +258,9 @@ class _BlockParser:
         max_bytes = self.max_line_bytes
         n_msgs = 0
         for i, line in enumerate(lines):
+            num = first_line + i if numbers is None else numbers[i]
             if len(line) > max_bytes:
-                self.result.oversized.append((self.source, first_line + i, len(line)))
+                self.result.oversized.append((self.source, num, len(line)))
                 continue
             try:
                 obj = loads(line)
@@ -218,11 +269,11 @@ class _BlockParser:
                     self.result.blank_lines += 1
                     continue
                 reason = "not valid UTF-8" if "utf-8" in str(exc).lower() else f"not valid JSON ({exc})"
-                quarantine.append(QuarantinedLine(self.source, first_line + i, "$", reason, _raw_text(line)))
+                quarantine.append(QuarantinedLine(self.source, num, "$", reason, _raw_text(line)))
                 continue
             field_, reason, ts = check_event(obj)
             if field_ is not None:
-                quarantine.append(QuarantinedLine(self.source, first_line + i, field_, reason, _raw_text(line)))
+                quarantine.append(QuarantinedLine(self.source, num, field_, reason, _raw_text(line)))
                 continue
             get = obj.get
             t = obj["type"]
@@ -240,7 +291,7 @@ class _BlockParser:
             has_tags.append(tags is not None)
             a_req(get("request_id"))
             a_gen(get("generation_id"))
-            a_line(first_line + i)
+            a_line(num)
             if t == "generation":
                 a_out(obj["output"])
                 model = obj["model"]
@@ -337,11 +388,15 @@ def read_events(
     hash_inputs: bool = True,
     progress=None,
     workers: int | None = None,
+    fast: bool | None = None,
 ) -> ReadResult:
     """Read every input; return valid events (one row each, in input order), quarantined lines and counts.
 
     A large plain local JSONL file is split at line boundaries into `workers` byte ranges (default: the CPU count,
-    at most 4) read in parallel, one range in this process and the others in spawned processes."""
+    at most 4) read in parallel, one range in this process and the others in spawned processes. `fast` chooses
+    the msgspec path with the Python path for the lines it leaves (default when msgspec is installed) or the
+    Python path for every line; both give the same result."""
+    fast = FAST_PATH if fast is None else fast
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files = expand_inputs(paths)
@@ -352,12 +407,12 @@ def read_events(
         info = InputFile(path=path)
         hasher = _start_hash(path) if hash_inputs else None
         if path.endswith(".parquet"):
-            parser = _BlockParser(path, max_line_bytes, result)
+            parser = _BlockParser(path, max_line_bytes, result, fast)
             frames.extend(_read_parquet(path, parser, info))
         elif workers > 1 and _splittable(path):
-            frames.extend(_read_parallel(path, max_line_bytes, workers, result, info, progress))
+            frames.extend(_read_parallel(path, max_line_bytes, workers, result, info, progress, fast))
         else:
-            parser = _BlockParser(path, max_line_bytes, result)
+            parser = _BlockParser(path, max_line_bytes, result, fast)
             for lines in iter_line_blocks(path):
                 df = parser.parse(lines, info.lines + 1)
                 info.lines += len(lines)
@@ -408,10 +463,10 @@ def _iter_range_blocks(path: str, start: int, end: int, block_bytes: int = BLOCK
         yield from _line_blocks(f, block_bytes, limit=end - start)
 
 
-def _read_range(path: str, start: int, end: int, max_line_bytes: int, progress=None) -> dict:
+def _read_range(path: str, start: int, end: int, max_line_bytes: int, progress=None, fast: bool = True) -> dict:
     """One byte range of a file, with line numbers counted from the range's first line (1-based)."""
     result = ReadResult(events=empty_events())
-    parser = _BlockParser(path, max_line_bytes, result)
+    parser = _BlockParser(path, max_line_bytes, result, fast)
     frames = []
     n = 0
     for lines in _iter_range_blocks(path, start, end):
@@ -429,7 +484,7 @@ def _read_range(path: str, start: int, end: int, max_line_bytes: int, progress=N
 def _range_worker_main(argv: list[str]) -> None:
     """Entry point of a reader subprocess: read one byte range, leave the table and the rest in `outdir`."""
     path, start, end, max_line_bytes, outdir = argv[0], int(argv[1]), int(argv[2]), int(argv[3]), Path(argv[4])
-    part = _read_range(path, start, end, max_line_bytes)
+    part = _read_range(path, start, end, max_line_bytes, fast=argv[5] == "fast")
     if part["events"] is not None:
         part["events"].write_ipc(outdir / "events.arrow", compression="uncompressed")
     meta = {"quarantine": [q.to_dict() for q in part["quarantine"]], "blank": part["blank"],
@@ -438,7 +493,7 @@ def _range_worker_main(argv: list[str]) -> None:
 
 
 def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadResult, info: InputFile,
-                   progress) -> list[pl.DataFrame]:
+                   progress, fast: bool) -> list[pl.DataFrame]:
     """Ranges 2..n in plain subprocesses (not multiprocessing: spawn would re-run the caller's __main__, fork
     does not mix with Polars' threads), range 1 here; the subprocesses hand back Arrow IPC files."""
     import subprocess
@@ -455,9 +510,10 @@ def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadRes
             out.mkdir()
             code = "import sys; from data.events import _range_worker_main; _range_worker_main(sys.argv[1:])"
             procs.append((out, subprocess.Popen(
-                [sys.executable, "-c", code, local, str(a), str(b), str(max_line_bytes), str(out)],
+                [sys.executable, "-c", code, local, str(a), str(b), str(max_line_bytes), str(out),
+                 "fast" if fast else "python"],
                 cwd=str(Path(__file__).resolve().parents[1]), stderr=subprocess.PIPE)))
-        parts = [_read_range(local, *ranges[0], max_line_bytes, progress)]
+        parts = [_read_range(local, *ranges[0], max_line_bytes, progress, fast)]
         for out, proc in procs:
             _, err = proc.communicate()
             if proc.returncode != 0:

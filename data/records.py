@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 SCHEMA_PATH = Path(__file__).parent / "schema" / "capture-event-v1.schema.json"
 SCHEMA_VERSION = 1
+MAX_TS = (1 << 63) - 1
 
 EVENT_TYPES = ("generation", "edit", "regenerate", "accept", "rating", "rephrase", "abandon", "forget")
 FEEDBACK_ON_GENERATION = ("edit", "regenerate", "accept", "rating")
@@ -39,9 +40,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def parse_ts(value: Any) -> int | None:
-    """ts -> integer milliseconds since the epoch (UTC); None when it is neither an int >= 0 nor RFC 3339."""
+    """ts -> integer milliseconds since the epoch (UTC); None when it is neither an int in [0, 2^63) (the event
+    table stores Int64) nor RFC 3339."""
     if type(value) is int:
-        return value if value >= 0 else None
+        return value if 0 <= value <= MAX_TS else None
     if type(value) is str and _RFC3339.match(value):
         try:
             dt = datetime.fromisoformat(value.replace("z", "Z").replace("t", "T"))
@@ -113,7 +115,7 @@ def check_event(obj: Any) -> tuple[str | None, str | None, int | None]:
         if ids is not None:
             g = obj.get
             ts = g("ts")
-            if type(ts) is not int or ts < 0:
+            if type(ts) is not int or ts < 0 or ts > MAX_TS:
                 ts = parse_ts(ts)
             ok = ts is not None
             for name in ids:
@@ -173,7 +175,7 @@ def explain_event(obj: Any) -> tuple[str | None, str | None, int | None]:
         return "ts", "missing", None
     ts = parse_ts(obj["ts"])
     if ts is None:
-        return "ts", f"must be integer milliseconds >= 0 or an RFC 3339 date-time with offset, got {obj['ts']!r}", None
+        return "ts", f"must be integer milliseconds in [0, 2^63) or an RFC 3339 date-time with offset, got {obj['ts']!r}", None
     tenant = obj.get("tenant")
     if tenant is not None and type(tenant) is not str:
         return "tenant", "must be a string", None

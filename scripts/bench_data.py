@@ -134,11 +134,13 @@ def parse_floor(path: Path) -> dict[str, float]:
     return out
 
 
-def run_build(log: Path, out: Path, extra: list[str]) -> dict:
-    """The build in a child process: its own wall time and peak RSS."""
+def run_build(log: Path, out: Path, extra: list[str], fast_read: bool = True) -> dict:
+    """The build in a child process: its own wall time and peak RSS. `fast_read=False`: every line through the
+    per-line Python reader (the reference the fast path must match), for side-by-side comparisons."""
     code = (
         "import json, resource, sys, time\n"
         "t = time.perf_counter()\n"
+        f"import data.events; data.events.FAST_PATH = data.events.FAST_PATH and {fast_read}\n"
         "from data.build import build_datasets\n"
         f"m = build_datasets([{str(log)!r}], {str(out)!r}, **json.loads(sys.argv[1]))\n"
         "wall = time.perf_counter() - t\n"
@@ -167,6 +169,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reuse", action="store_true", help="reuse the generated log if present")
     ap.add_argument("--overrides", default="{}", help="BuildConfig overrides as JSON, e.g. '{\"redact\": [\"email\"]}'")
+    ap.add_argument("--compare-python-read", action="store_true",
+                    help="also build with the per-line Python reader (no msgspec fast path), in the same run")
     args = ap.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -179,10 +183,13 @@ def main() -> int:
     floor = parse_floor(log)
     for name, s in floor.items():
         print(f"floor, parse only ({name}): {s:.2f} s")
-    res = run_build(log, work / "build", [args.overrides])
-    print(f"build: {res['wall_s']:.2f} s wall in-process ({res['process_wall_s']:.2f} s with interpreter start), "
-          f"peak RSS {res['peak_rss_mb']:.0f} MB (largest process), CPU {res['cpu_s']:.1f} s (all processes)")
-    print(f"stages (s): {res['timings_s']}")
+    runs = [("build", True)] + ([("build, Python reader", False)] if args.compare_python_read else [])
+    for name, fast in runs:
+        res = run_build(log, work / "build", [args.overrides], fast_read=fast)
+        print(f"{name}: {res['wall_s']:.2f} s wall in-process ({res['process_wall_s']:.2f} s with interpreter start), "
+              f"peak RSS {res['peak_rss_mb']:.0f} MB (largest process), CPU {res['cpu_s']:.1f} s (all processes), "
+              f"load average {os.getloadavg()[0]:.2f}")
+        print(f"stages (s): {res['timings_s']}")
     print(f"examples: {res['examples']}")
     print(f"accounting: {res['accounting']}")
     print(f"cpu count: {os.cpu_count()}, load average: {os.getloadavg()}")
