@@ -148,7 +148,7 @@ def run_build(log: Path, out: Path, extra: list[str], fast_read: bool = True) ->
         "rss = max(me.ru_maxrss, kids.ru_maxrss) / 1024\n"
         "cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime\n"
         "print(json.dumps({'wall_s': wall, 'cpu_s': cpu, 'peak_rss_mb': rss, 'examples': m['examples'],"
-        " 'accounting': m['accounting'], 'drops': m['drops'], 'timings_s': m.get('timings_s')}))\n"
+        " 'accounting': m['accounting'], 'drops': m['drops'], 'timings_s': m.get('timings_s'), 'stage_cpu_s': m.get('cpu_s')}))\n"
     )
     overrides = json.loads(extra[0]) if extra else {}
     t = time.perf_counter()
@@ -189,7 +189,8 @@ def main() -> int:
         print(f"{name}: {res['wall_s']:.2f} s wall in-process ({res['process_wall_s']:.2f} s with interpreter start), "
               f"peak RSS {res['peak_rss_mb']:.0f} MB (largest process), CPU {res['cpu_s']:.1f} s (all processes), "
               f"load average {os.getloadavg()[0]:.2f}")
-        print(f"stages (s): {res['timings_s']}")
+        print(f"stages, wall (s): {res['timings_s']}")
+        print(f"stages, CPU of the main process (s): {res['stage_cpu_s']}")
     print(f"examples: {res['examples']}")
     print(f"accounting: {res['accounting']}")
     print(f"cpu count: {os.cpu_count()}, load average: {os.getloadavg()}")

@@ -151,7 +151,7 @@ def test_build_writes_the_same_bytes_and_manifest_with_either_path(build, tmp_pa
     for fast in (True, False):
         monkeypatch.setattr(ev, "FAST_PATH", fast)
         m, out = build([path], test_fraction=0.3)
-        for key in ("created", "timings_s"):
+        for key in ("created", "timings_s", "cpu_s"):
             m.pop(key, None)
         files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
                  if p.is_file() and p.name not in ("manifest.json", "README.md")}
