@@ -155,8 +155,13 @@ def _cpu() -> float:
 
 def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
     """Events -> example tables (event rows + keys; `drop`: null = kept, else the reason; `split`)."""
+    from data import filters
+
     cfg = state.config
     full = state.read.events.with_row_index("row")
+    # Per-event text features need only the texts: without redaction they are computed beside the event rules
+    # (Polars releases the GIL, so the two use both cores).
+    features = None if cfg.redact else _in_background(filters.event_features, full)
     with _timed(state, "events"):
         repeated, conflicting = rules.dedupe_events(full)
         state.duplicates = len(repeated)
@@ -183,9 +188,7 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
             full, state.redactions = redact_events(full, events["row"], cfg.redact)
     state.texts = full
     with _timed(state, "examples"):
-        from data import filters
-
-        features = filters.event_features(full)
+        features = features() if features is not None else filters.event_features(full)
         meta = full.select("request_id", "session_id", "user_id", "ts", "generation_id")
         gens = rules.generation_table(events)
         finals = rules.final_answers(gens)
@@ -206,6 +209,16 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
 
         tables = assign_split(tables, cfg)
     return tables
+
+
+def _in_background(fn, *args):
+    """Start fn(*args) on a thread; return a function that waits for its result (re-raising its error)."""
+    import concurrent.futures as cf
+
+    pool = cf.ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(fn, *args)
+    pool.shutdown(wait=False)
+    return future.result
 
 
 def select_tenant(events: pl.DataFrame, cfg: BuildConfig, drops: Drops) -> pl.DataFrame:

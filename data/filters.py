@@ -75,7 +75,12 @@ def trivial_pairs(df: pl.DataFrame, events: pl.DataFrame, min_edit_chars: int) -
         return df
     chosen = gather_text(events, live["text_row"])
     rejected = gather_text(events, live["rejected_row"])
-    same = pl.select(normalised(pl.lit(chosen)) == normalised(pl.lit(rejected))).to_series()
+    # The two normalisations (regex replacements over every edit pair's texts) run on two threads.
+    import concurrent.futures as cf
+
+    with cf.ThreadPoolExecutor(max_workers=2) as pool:
+        a, b = pool.map(lambda s: pl.select(normalised(pl.lit(s))).to_series(), (chosen, rejected))
+    same = a == b
     df = _mark_rows(df, live["_i"].filter(same), "trivial_edit")
     if min_edit_chars > 0:
         from rapidfuzz.distance import Levenshtein
@@ -167,27 +172,34 @@ def regeneration_cap(df: pl.DataFrame, cap: int) -> pl.DataFrame:
 
 
 def apply_filters(tables: dict[str, pl.DataFrame], events: pl.DataFrame, cfg: BuildConfig) -> dict[str, pl.DataFrame]:
-    out = {}
-    for kind, df in tables.items():
-        if kind == "kto":
-            df = mark(df, pl.col("_conflict"), "kto_label_conflict")
-        if cfg.drop_empty:
-            df = empty_outputs(df, kind)
-        if kind == "dpo":
-            df = trivial_pairs(df, events, cfg.min_edit_chars)
-        df = length_limits(df, kind, cfg)
-        df = token_limits(df, kind, events, cfg)
-        if kind == "dpo":
-            df = preference_conflicts(df)
-            df = exact_duplicates(df, ["_pk", "_tk", "_rk"])
-        elif kind == "kto":
-            df = kto_conflicts(df)
-            df = exact_duplicates(df, ["_pk", "_tk", "label"])
-        else:
-            df = exact_duplicates(df, ["_pk", "_tk"])
-        if cfg.near_duplicate_prompts:
-            df = near_duplicate_prompts(df, events)
-        if kind == "dpo":
-            df = regeneration_cap(df, cfg.max_pairs_per_turn)
-        out[kind] = df
-    return out
+    """Each kind's filters; the kinds are independent, so they run on two threads (DPO's, the heaviest, on one)."""
+    import concurrent.futures as cf
+
+    with cf.ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {kind: pool.submit(_filter_kind, kind, df, events, cfg)
+                   for kind, df in sorted(tables.items(), key=lambda kv: kv[0] != "dpo")}
+    return {kind: futures[kind].result() for kind in tables}
+
+
+def _filter_kind(kind: str, df: pl.DataFrame, events: pl.DataFrame, cfg: BuildConfig) -> pl.DataFrame:
+    if kind == "kto":
+        df = mark(df, pl.col("_conflict"), "kto_label_conflict")
+    if cfg.drop_empty:
+        df = empty_outputs(df, kind)
+    if kind == "dpo":
+        df = trivial_pairs(df, events, cfg.min_edit_chars)
+    df = length_limits(df, kind, cfg)
+    df = token_limits(df, kind, events, cfg)
+    if kind == "dpo":
+        df = preference_conflicts(df)
+        df = exact_duplicates(df, ["_pk", "_tk", "_rk"])
+    elif kind == "kto":
+        df = kto_conflicts(df)
+        df = exact_duplicates(df, ["_pk", "_tk", "label"])
+    else:
+        df = exact_duplicates(df, ["_pk", "_tk"])
+    if cfg.near_duplicate_prompts:
+        df = near_duplicate_prompts(df, events)
+    if kind == "dpo":
+        df = regeneration_cap(df, cfg.max_pairs_per_turn)
+    return df
