@@ -15,7 +15,7 @@ import gzip
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import orjson
 import polars as pl
@@ -59,8 +59,16 @@ class QuarantinedLine:
 @dataclass
 class InputFile:
     path: str
-    sha256: str = ""
     lines: int = 0
+    # The digest, or a function that waits for the hashing thread: the hash of a large log finishes while the
+    # build's rules run (mostly on one core) instead of holding up the read.
+    digest: str | Callable[[], str] = ""
+
+    @property
+    def sha256(self) -> str:
+        if callable(self.digest):
+            self.digest = self.digest()
+        return self.digest
 
 
 @dataclass
@@ -405,7 +413,6 @@ def read_events(
     frames: list[pl.DataFrame] = []
     for path in files:
         info = InputFile(path=path)
-        hasher = _start_hash(path) if hash_inputs else None
         if path.endswith(".parquet"):
             parser = _BlockParser(path, max_line_bytes, result, fast)
             frames.extend(_read_parquet(path, parser, info))
@@ -420,7 +427,9 @@ def read_events(
                     frames.append(df)
                 if progress is not None:
                     progress(len(lines))
-        info.sha256 = hasher() if hasher else ""
+        # Hashed after it was parsed (from the page cache), on a thread: it overlaps the next file and the
+        # build's rules, which leave a core free, rather than the parse, which keeps both busy.
+        info.digest = _start_hash(path) if hash_inputs else ""
         result.lines_read += info.lines
         result.inputs.append(info)
     if frames:
@@ -543,7 +552,7 @@ def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadRes
 
 
 def _start_hash(path: str):
-    """Hash the file in a thread while it is parsed (hashlib releases the GIL on large buffers)."""
+    """Hash the file on a thread (hashlib releases the GIL on large buffers); return a function waiting for it."""
     import concurrent.futures as cf
 
     pool = cf.ThreadPoolExecutor(max_workers=1)
