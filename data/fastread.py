@@ -55,10 +55,13 @@ class _Event(Struct, forbid_unknown_fields=True, tag_field="type", kw_only=True,
     user_id: Id
     tenant: Optional[str] = None
     tags: Optional[list[str]] = None
+    # Plain class attributes (no annotation) are not fields: every record reads every column, None where its type
+    # has no such field (a subclass's field of the same name takes over), so each column is one attrgetter away.
+    generation_id = request_id = messages = output = params = edited_output = value = comment = None
+    new_request_id = None
+    model = NO_MODEL
 
 
-# Plain class attributes (no annotation) are not fields: they give every record every column, None where its
-# type has no such field, so the columns are built with one comprehension each.
 class Generation(_Event, tag="generation"):
     type_name = "generation"
     generation_id: Id
@@ -67,29 +70,22 @@ class Generation(_Event, tag="generation"):
     output: str
     model: Model
     params: Raw = Raw()  # empty when absent (msgspec takes no Optional[Raw])
-    edited_output = value = comment = new_request_id = None
 
 
 class Edit(_Event, tag="edit"):
     type_name = "edit"
     generation_id: Id
     edited_output: str
-    request_id = messages = output = params = value = comment = new_request_id = None
-    model = NO_MODEL
 
 
 class Regenerate(_Event, tag="regenerate"):
     type_name = "regenerate"
     generation_id: Id
-    request_id = messages = output = params = edited_output = value = comment = new_request_id = None
-    model = NO_MODEL
 
 
 class Accept(_Event, tag="accept"):
     type_name = "accept"
     generation_id: Id
-    request_id = messages = output = params = edited_output = value = comment = new_request_id = None
-    model = NO_MODEL
 
 
 class Rating(_Event, tag="rating"):
@@ -97,30 +93,21 @@ class Rating(_Event, tag="rating"):
     generation_id: Id
     value: Literal[1, -1]
     comment: Optional[str] = None
-    request_id = messages = output = params = edited_output = new_request_id = None
-    model = NO_MODEL
 
 
 class Rephrase(_Event, tag="rephrase"):
     type_name = "rephrase"
     request_id: Id
     new_request_id: Id
-    generation_id = messages = output = params = edited_output = value = comment = None
-    model = NO_MODEL
 
 
 class Abandon(_Event, tag="abandon"):
     type_name = "abandon"
     request_id: Id
-    generation_id = messages = output = params = edited_output = value = comment = new_request_id = None
-    model = NO_MODEL
 
 
 class Forget(_Event, tag="forget"):
     type_name = "forget"
-    request_id = generation_id = messages = output = params = edited_output = value = comment = None
-    new_request_id = None
-    model = NO_MODEL
 
 
 RECORDS = (Generation, Edit, Regenerate, Accept, Rating, Rephrase, Abandon, Forget)
