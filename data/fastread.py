@@ -63,7 +63,6 @@ class _Event(Struct, forbid_unknown_fields=True, tag_field="type", kw_only=True,
 
 
 class Generation(_Event, tag="generation"):
-    type_name = "generation"
     generation_id: Id
     request_id: Id
     messages: Annotated[list[Message], Meta(min_length=1)]
@@ -73,44 +72,40 @@ class Generation(_Event, tag="generation"):
 
 
 class Edit(_Event, tag="edit"):
-    type_name = "edit"
     generation_id: Id
     edited_output: str
 
 
 class Regenerate(_Event, tag="regenerate"):
-    type_name = "regenerate"
     generation_id: Id
 
 
 class Accept(_Event, tag="accept"):
-    type_name = "accept"
     generation_id: Id
 
 
 class Rating(_Event, tag="rating"):
-    type_name = "rating"
     generation_id: Id
     value: Literal[1, -1]
     comment: Optional[str] = None
 
 
 class Rephrase(_Event, tag="rephrase"):
-    type_name = "rephrase"
     request_id: Id
     new_request_id: Id
 
 
 class Abandon(_Event, tag="abandon"):
-    type_name = "abandon"
     request_id: Id
 
 
 class Forget(_Event, tag="forget"):
-    type_name = "forget"
+    pass
 
 
 RECORDS = (Generation, Edit, Regenerate, Accept, Rating, Rephrase, Abandon, Forget)
+for _cls in RECORDS:
+    _cls.type_name = _cls.__struct_config__.tag  # the `type` column (the tag itself is not an attribute)
 # Read in C, one call per record: map(attrgetter) then zip(*rows) builds every column without a Python loop.
 COLUMNS = ("type_name", "event_id", "ts", "user_id", "session_id", "tenant", "request_id", "generation_id", "output",
            "edited_output", "model.base", "model.revision", "model.adapter", "value", "comment", "new_request_id",
