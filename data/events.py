@@ -32,7 +32,9 @@ except ImportError:  # pragma: no cover
 # A line larger than this is filtered with reason `oversized_line` before parsing (a 10 MB prompt is a logging bug,
 # not a training example, and parsing it would cost more than the rest of the block).
 DEFAULT_MAX_LINE_BYTES = 1_000_000
-BLOCK_BYTES = 32 << 20
+# Blocks under glibc's largest mmap threshold (32 MB): a freed block's memory is reused by the next one instead
+# of being unmapped and faulted in again (page faults cost ~1 us a page on the development machine).
+BLOCK_BYTES = 4 << 20
 INPUT_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".ndjson", ".parquet")  # what a folder is searched for
 
 MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
@@ -161,13 +163,13 @@ def _line_blocks(f, block_bytes: int, limit: int | None = None) -> Iterator[list
             break
         if left is not None:
             left -= len(chunk)
-        chunk = rest + chunk
-        cut = chunk.rfind(b"\n")
-        if cut < 0:
-            rest = chunk
-            continue
-        rest = chunk[cut + 1:]
-        yield chunk[:cut].split(b"\n")
+        # Split first, then mend the line cut by the previous read: no copy of the whole chunk.
+        lines = chunk.split(b"\n")
+        del chunk
+        lines[0] = rest + lines[0]
+        rest = lines.pop()
+        if lines:
+            yield lines
     if rest:
         yield [rest]
 
