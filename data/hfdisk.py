@@ -60,7 +60,9 @@ class _HashingFile:
     def write(self, data) -> int:
         if self.error is not None:
             raise self.error
-        chunk = bytes(data)  # Arrow may reuse its buffer once write() returns
+        # Arrow hands over immutable Buffers (and bytes): kept alive by the queue, they need no copy. Anything
+        # mutable is copied, since its owner may reuse it once write() returns.
+        chunk = data if isinstance(data, (bytes, pa.Buffer)) else bytes(data)
         self.queue.put(chunk)
         return len(chunk)
 
