@@ -1,10 +1,11 @@
 """Reading capture logs: files, folders, globs and URLs -> one typed table of valid events + a quarantine list.
 
-Each line is parsed with orjson and checked (`data.records.check_event`, which mirrors the shipped JSON Schema)
-in one tight loop that also appends the event's fields to flat column lists; once per block those lists become
-Polars/Arrow columns (list columns from flat values + offsets), so no per-record Python object outlives its line.
-Lines that fail go to the quarantine list with their source, line number, field and reason; nothing is lost and
-nothing crashes the read. Large plain files are read as byte ranges by several processes.
+Each line is first decoded by msgspec into a typed record that encodes the contract (`data.fastread`); the
+records' fields become Polars/Arrow columns once per block. The lines msgspec does not take go to the reference
+path: parsed with orjson and checked (`data.records.check_event`, which mirrors the shipped JSON Schema) in one
+tight loop that appends the event's fields to flat column lists. Both paths give the same rows. Lines that fail go
+to the quarantine list with their source, line number, field and reason; nothing is lost and nothing crashes the
+read. Large plain files are read as byte ranges by several processes.
 """
 
 from __future__ import annotations
