@@ -3,8 +3,10 @@
     python scripts/bench_data.py --events 1000000 --workdir /tmp/fw-bench
 
 Prints, side by side: the time to merely parse the file with the fastest JSON readers at hand (the floor), and
-the full build (read, check, rules, filters, split, write) as a separate process so its peak RSS is its own.
-Pin threads for comparable numbers (POLARS_MAX_THREADS, OMP_NUM_THREADS); note whether the machine was shared.
+the full build (read, check, rules, filters, split, write) as a separate process so its peak RSS is its own, with
+wall and CPU seconds per stage. `--compare-python-read` builds once more with every line through the per-line
+Python reader (no msgspec fast path), in the same run. Note the load average (printed) with every figure: on a
+shared machine wall times follow the other jobs; CPU seconds are steadier.
 """
 
 from __future__ import annotations
