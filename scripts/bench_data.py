@@ -5,7 +5,8 @@
 Prints, side by side: the time to merely parse the file with the fastest JSON readers at hand (the floor), and
 the full build (read, check, rules, filters, split, write) as a separate process so its peak RSS is its own, with
 wall and CPU seconds per stage. `--compare-python-read` builds once more with every line through the per-line
-Python reader (no msgspec fast path), in the same run. Note the load average (printed) with every figure: on a
+Python reader (no msgspec fast path), in the same run. Pin threads for comparable numbers (POLARS_MAX_THREADS,
+OMP_NUM_THREADS). Note the load average (printed) with every figure: on a
 shared machine wall times follow the other jobs; CPU seconds are steadier.
 """
 
