@@ -504,6 +504,18 @@ def _range_worker_main(argv: list[str]) -> None:
     (outdir / "meta.json").write_bytes(orjson.dumps(meta))
 
 
+def _handover_dir(file_bytes: int) -> str | None:
+    """Where reader subprocesses leave their tables: shared memory when it has room for twice the file (writing
+    them to a disk-backed /tmp cost ~2.5 CPU-s a GB of kernel time on the development machine, ten times more than
+    tmpfs; containers often give /dev/shm only 64 MB), else the default temporary folder."""
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    room = st.f_bavail * st.f_frsize
+    return "/dev/shm" if room >= 2 * file_bytes and os.access("/dev/shm", os.W_OK) else None
+
+
 def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadResult, info: InputFile,
                    progress, fast: bool) -> list[pl.DataFrame]:
     """Ranges 2..n in plain subprocesses (not multiprocessing: spawn would re-run the caller's __main__, fork
@@ -515,10 +527,7 @@ def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadRes
     local = path.removeprefix("file://")
     starts = _range_starts(local, workers)
     ranges = list(zip(starts[:-1], starts[1:]))
-    # The tables come back through shared memory where there is some: writing them to a disk-backed /tmp cost
-    # ~2.5 CPU-s a GB of kernel time on the development machine, ten times more than tmpfs.
-    shm = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    with tempfile.TemporaryDirectory(prefix="flywheel-read-", dir=shm) as tmp:
+    with tempfile.TemporaryDirectory(prefix="flywheel-read-", dir=_handover_dir(os.path.getsize(local))) as tmp:
         procs = []
         for k, (a, b) in enumerate(ranges[1:], start=1):
             out = Path(tmp) / str(k)

@@ -203,3 +203,19 @@ def test_parallel_ranges_read_the_same_as_one_pass(tmp_path, monkeypatch):
         (124, str(path))]
     assert one.lines_read == two.lines_read == 601
     assert one.inputs[0].sha256 == two.inputs[0].sha256
+
+
+def test_reader_subprocess_falls_back_to_the_temp_folder_when_shared_memory_is_small(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import data.events as events
+
+    log = small_log()
+    path = log.write(tmp_path / "log.jsonl")
+    one = events.read_events([path], workers=1)
+    assert events._handover_dir(10) in ("/dev/shm", None)
+    monkeypatch.setattr(events.os, "statvfs", lambda p: SimpleNamespace(f_bavail=1, f_frsize=4096))
+    assert events._handover_dir(path.stat().st_size) is None  # a container's 64 MB /dev/shm, say
+    monkeypatch.setattr(events, "PARALLEL_MIN_BYTES", 1)
+    two = events.read_events([path], workers=2)
+    assert one.events.equals(two.events) and one.lines_read == two.lines_read
