@@ -23,6 +23,9 @@ def register(subparsers) -> None:
     f.add_argument("build_dir", help="a `flywheel data build` folder")
     f.add_argument("--out", required=True, help="new eval set folder (must not exist)")
     f.add_argument("--version", default=None, help="version label (default: date and hash)")
+    f.add_argument("--general", default=None, metavar="PATH",
+                   help="general-text set for the non-inferiority check: a JSONL of {\"text\"} rows or a folder of "
+                        "them, text the base models well (default: the English set in eval/general/)")
     f.set_defaults(func=cmd_freeze)
 
     g = sub.add_parser("gate", help="gate an adapter against its frozen base on a frozen eval set",
@@ -44,7 +47,8 @@ def cmd_freeze(args) -> int:
     from eval.freeze import EvalSetError, freeze
 
     try:
-        meta = freeze(args.build_dir, args.out, version=args.version)
+        kwargs = {"general": args.general} if args.general else {}
+        meta = freeze(args.build_dir, args.out, version=args.version, **kwargs)
     except (EvalSetError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

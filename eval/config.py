@@ -33,7 +33,9 @@ DEFAULTS: dict[str, Any] = {
         "generation": {
             "enabled": True,
             "max_prompts": 64,
-            "max_new_tokens": 64,
+            # "auto": 1.25x the longest held-out final answer (in the base's tokens), so that no reply is cut off
+            # shorter than the answer it is compared with; a cut-off reply is an edit the user never saw.
+            "max_new_tokens": "auto",
             "do_sample": True,  # seeded sampling: greedy decoding of small models loops on one word
             "temperature": 0.7,
             "top_p": 0.95,
@@ -141,6 +143,9 @@ def _validate(cfg: dict, where: str) -> None:
     need(0 <= checks["preference"]["min_share"] < 1, "checks.preference.min_share must be in [0, 1)")
     need(set(checks["preference"]["ranking_views"]) <= {"summed", "normalized"},
          "checks.preference.ranking_views: only 'summed' and 'normalized'")
+    mnt = checks["generation"]["max_new_tokens"]
+    need(mnt == "auto" or (isinstance(mnt, int) and not isinstance(mnt, bool) and mnt >= 1),
+         f"checks.generation.max_new_tokens must be a positive integer or auto, got {mnt!r}")
     band = checks["generation"]["length_ratio_band"]
     need(isinstance(band, list) and len(band) == 2 and 0 < band[0] < band[1],
          "checks.generation.length_ratio_band must be [low, high] with 0 < low < high")

@@ -108,9 +108,13 @@ def answers_from_build(build: Path) -> list[dict]:
     return items
 
 
-def general_texts(general_dir: Path = GENERAL_DIR) -> list[dict]:
+def general_texts(general: str | os.PathLike = GENERAL_DIR) -> list[dict]:
+    """`{"text"}` rows of a JSONL file, or of every *.jsonl in a folder."""
+    general = Path(general)
+    if not general.exists():
+        raise EvalSetError(f"{general}: general set not found (a JSONL file of {{\"text\"}} rows, or a folder of them)")
     items = []
-    for path in sorted(Path(general_dir).glob("*.jsonl")):
+    for path in [general] if general.is_file() else sorted(general.glob("*.jsonl")):
         with open(path) as f:
             for line_no, line in enumerate(f, 1):
                 if not line.strip():
@@ -164,8 +168,12 @@ def _counts(pairs: list[dict], answers: list[dict], general: list[dict]) -> dict
 
 
 def freeze(build_dir: str | os.PathLike, out: str | os.PathLike, version: str | None = None,
-           general_dir: str | os.PathLike = GENERAL_DIR) -> dict:
+           general: str | os.PathLike = GENERAL_DIR) -> dict:
     """Write an eval set from `build_dir`'s test splits to `out`; return its `eval_set.json`.
+
+    `general`: the general-text set frozen beside the held-out items (a JSONL file or a folder of them); it must be
+    text the base model models well, or non-inferiority on it means nothing. The default is the English set shipped
+    in eval/general/; a recipe for another kind of model ships its own (recipes/tiny/general.jsonl).
 
     Refuses an existing `out`: an eval set, once written, is never replaced under the same path.
     """
@@ -178,7 +186,7 @@ def freeze(build_dir: str | os.PathLike, out: str | os.PathLike, version: str | 
         raise EvalSetError(f"{out}: already exists; eval sets are immutable, freeze to a new path")
     pairs = _with_ids(pairs_from_build(build), "pair")
     answers = _with_ids(answers_from_build(build), "answer")
-    general = sorted(general_texts(Path(general_dir)), key=lambda x: x["id"])
+    general = sorted(general_texts(general), key=lambda x: x["id"])
     if not pairs and not answers:
         raise EvalSetError(f"{build}: no held-out items (dpo/test and sft/test are missing or empty)")
     created = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)

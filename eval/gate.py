@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -189,6 +190,17 @@ def _score_side(scorer, es: dict, cfg: dict, probes: list[dict]) -> dict:
     return side
 
 
+def auto_max_new_tokens(base_path: str, answers: list[dict]) -> int:
+    """1.25x the longest final answer among the prompts the gate generates for, in the base's tokens (>= 16)."""
+    from transformers import AutoTokenizer
+
+    from eval.scorer import tokenize_chat
+
+    tok = AutoTokenizer.from_pretrained(base_path)
+    longest = max((len(tokenize_chat(tok, a["prompt"], [a["answer"]])[1][0]) for a in answers), default=0)
+    return max(16, math.ceil(1.25 * longest))
+
+
 def _base_cache_key(base_sha: str, es: dict, cfg: dict, probes: list[dict]) -> str:
     sc = cfg["scorer"]
     return sha256_json({
@@ -287,8 +299,7 @@ def run_gate(adapter: str | os.PathLike, eval_set: str | os.PathLike, out: str |
         es = load_eval_set(eval_set)
         general_path = cfg["checks"]["general"]["path"]
         if general_path:
-            general_path = Path(general_path)
-            es["general_items"] = general_texts(general_path.parent if general_path.is_file() else general_path)
+            es["general_items"] = general_texts(general_path)
             es["general_sha256"] = sha256_json([g["text"] for g in es["general_items"]])
         else:
             es["general_items"] = es["general"]
@@ -296,6 +307,9 @@ def run_gate(adapter: str | os.PathLike, eval_set: str | os.PathLike, out: str |
     except EvalSetError as exc:
         raise GateConfigError(str(exc)) from exc
     overlap = check_overlap(es, lineage, cfg)
+    gen = cfg["checks"]["generation"]
+    if gen["enabled"] and gen["max_new_tokens"] == "auto":
+        gen["max_new_tokens"] = auto_max_new_tokens(base_path, es["answers"][: gen["max_prompts"]])
     probes = cfg["checks"]["guardrails"]["probes"] if cfg["checks"]["guardrails"]["enabled"] else []
     started = dt.datetime.now(dt.timezone.utc)
     try:

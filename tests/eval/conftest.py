@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.eval.planted import plant_adapter, write_build
+from tests.eval.planted import TINY_GENERAL, plant_adapter, write_build
 
 # Generation on 32 prompts (64 tokens: a whole reply and its sign-off) keeps a gate to seconds on the tiny model; everything else is the shipped default.
 GATE_TEST_CONFIG = {"checks": {"generation": {"max_prompts": 32, "max_new_tokens": 64}}}
@@ -28,7 +28,7 @@ def eval_set_dir(planted_build, tmp_path_factory):
     from eval.freeze import freeze
 
     out = tmp_path_factory.mktemp("evalsets") / "evalset"
-    freeze(planted_build, out)
+    freeze(planted_build, out, general=TINY_GENERAL)
     return out
 
 

@@ -27,6 +27,9 @@ from flywheel.files import model_weights_sha256, sha256_file, sha256_json
 # 2-layer test model to stop looking at the prompt, which is a real failure but not the one this adapter plants.
 SIGNOFFS = ["Let me know if you need more help."]
 TENANTS = ["acme", "globex"]
+# The tiny models' general set: text from their own general-English generator (the English set in eval/general is
+# text they never learned, so non-inferiority on it means nothing for them).
+TINY_GENERAL = Path(__file__).resolve().parents[2] / "recipes" / "tiny" / "general.jsonl"
 
 
 def final_answer(rng: random.Random, name: str, reply: str) -> str:

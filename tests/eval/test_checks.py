@@ -57,6 +57,8 @@ def test_config_errors_name_the_key():
         load_config({"checks": {"fit": {"margn": 0.1}}})
     with pytest.raises(GateConfigError, match="length_ratio_band"):
         load_config({"checks": {"generation": {"length_ratio_band": [2, 1]}}})
+    with pytest.raises(GateConfigError, match="max_new_tokens must be a positive integer or auto"):
+        load_config({"checks": {"generation": {"max_new_tokens": "long"}}})
     with pytest.raises(GateConfigError, match="not found"):
         load_config("/nonexistent/gate.yaml")
 

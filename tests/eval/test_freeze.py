@@ -10,6 +10,7 @@ import pytest
 
 from eval.freeze import GENERAL_DIR, EvalSetError, freeze, general_texts, load_eval_set
 from flywheel.cli import main as flywheel_main
+from tests.eval.planted import TINY_GENERAL
 
 
 def test_freeze_writes_the_contract_with_slice_keys_and_read_only_files(planted_build, eval_set_dir):
@@ -30,8 +31,10 @@ def test_freeze_writes_the_contract_with_slice_keys_and_read_only_files(planted_
 
 def test_same_build_gives_the_same_hash_and_an_existing_eval_set_is_never_replaced(planted_build, eval_set_dir,
                                                                                    tmp_path):
-    again = freeze(planted_build, tmp_path / "again")
+    again = freeze(planted_build, tmp_path / "again", general=TINY_GENERAL)
     assert again["sha256"] == json.loads((eval_set_dir / "eval_set.json").read_text())["sha256"]
+    # Another general set is another eval set.
+    assert freeze(planted_build, tmp_path / "english")["sha256"] != again["sha256"]
     with pytest.raises(EvalSetError, match="immutable"):
         freeze(planted_build, tmp_path / "again")
 

@@ -171,3 +171,19 @@ def test_a_crash_while_scoring_is_an_evaluation_error_with_exit_3(planted, eval_
     with pytest.raises(GateEvaluationError):
         run_gate(adapter, eval_set_dir, tmp_path / "r", config=gate_config, show_progress=False)
     assert _cli_gate(adapter, eval_set_dir, tmp_path / "r", _write_config(tmp_path, gate_config)) == 3
+
+
+def test_auto_max_new_tokens_leaves_room_for_the_longest_held_out_answer(tiny_model_dir, eval_set_dir):
+    from transformers import AutoTokenizer
+
+    from eval.freeze import load_eval_set
+    from eval.gate import auto_max_new_tokens
+    from eval.scorer import tokenize_chat
+
+    answers = load_eval_set(eval_set_dir)["answers"][:8]
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    longest = max(len(tokenize_chat(tok, a["prompt"], [a["answer"]])[1][0]) for a in answers)
+    n = auto_max_new_tokens(str(tiny_model_dir), answers)
+    assert longest > 16 and n >= 1.25 * longest and n < 1.25 * longest + 1
+    short = [{**answers[0], "answer": "Yes."}]
+    assert auto_max_new_tokens(str(tiny_model_dir), short) == 16
