@@ -660,6 +660,29 @@ def _sentences(text: str) -> list[str]:
     return [s.strip() for s in text.replace(". ", ".\n").split("\n") if s.strip()]
 
 
+# Chat replies in other styles than the plain one: openers, closings and bullet points, but never the users' own
+# "Hi there!", "Hope this helps!" or "Next step:" line. A pretrained model has seen many reply styles; what it
+# lacks is the one these users want. Without such replies in chat form, the tiny model lost the request after any
+# first line it had not seen in a chat reply (on topic 93 % plain, 68 % after a forced "Hi there!", 7 % after
+# "Hi there!" and a bullet), and a LoRA teaching the users' style taught it to answer something else.
+_CHAT_OPENERS = ["Hello!", "Sure.", "Good question.", "Happy to help.", "Thanks for asking.", "Of course."]
+_CHAT_CLOSINGS = ["Let me know if you need more.", "Good luck!", "Glad to help.", "Feel free to ask again.",
+                  "Have a nice day!"]
+
+
+def styled_reply(rng: random.Random, reply: str) -> str:
+    """`reply` with an opener line, a closing line and/or its sentences as bullet points (at least one of them)."""
+    while True:
+        opener, closing, bullets = rng.random() < 0.5, rng.random() < 0.5, rng.random() < 0.5
+        if opener or closing or bullets:
+            break
+    lines = [rng.choice(_CHAT_OPENERS)] if opener else []
+    lines += ["- " + s for s in _sentences(reply)] if bullets else [reply]
+    if closing:
+        lines.append(rng.choice(_CHAT_CLOSINGS))
+    return "\n".join(lines)
+
+
 def plain_document(rng: random.Random) -> str:
     """A forum answer or a letter, a list of notes, or a question and its answer, as plain text.
 

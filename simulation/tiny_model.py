@@ -23,7 +23,7 @@ from flywheel.files import atomic_dir, sha256_json
 from simulation import corpus
 
 # Bump when the corpus, tokenizer or training code changes what a given configuration builds.
-BUILD_VERSION = 5
+BUILD_VERSION = 6
 
 END_OF_TURN = "<|end|>"
 PAD = "<|pad|>"
@@ -66,19 +66,23 @@ class TinyModelConfig:
     n_paragraphs: int  # plain general-English paragraphs
     n_plain_docs: int  # letters, notes with bullet points, questions and answers outside the chat format
     n_tokenizer_paragraphs: int  # extra general English seen only by the tokenizer, for a broad vocabulary
+    p_styled_replies: float = 0.35  # chat replies with an opener, a closing or bullets (corpus.styled_reply)
 
 
 SIZES = {
-    # ~2M parameters, at most about 3 minutes of pretraining on an idle 2-core machine.
+    # ~2M parameters, about 3.5 minutes of pretraining on an idle 2-core machine. 450 steps (build 5) left it
+    # answering the request 93 % of the time but only 68 % after a first line it had not seen in a chat reply;
+    # 900 steps with styled replies (build 6): 98 % and 99 % (docs/simulation.md).
     "default": TinyModelConfig(
         vocab_size=4096, hidden_size=192, num_layers=3, num_heads=6, intermediate_size=512, seq_len=128,
-        batch_size=16, steps=450, lr=4e-3, n_conversations=24000, n_paragraphs=5000, n_plain_docs=6000,
+        batch_size=16, steps=900, lr=4e-3, n_conversations=24000, n_paragraphs=5000, n_plain_docs=6000,
         n_tokenizer_paragraphs=4000,
     ),
-    # For tests: builds in about 30 seconds on an idle machine, still answers in the base style.
+    # For tests: builds in about a minute on an idle machine, still answers in the base style; 400 steps, where
+    # 220 answered the request 13 % of the time and the demo's gate failed at the test's settings.
     "test": TinyModelConfig(
         vocab_size=2048, hidden_size=128, num_layers=2, num_heads=4, intermediate_size=384, seq_len=96,
-        batch_size=16, steps=220, lr=6e-3, n_conversations=4000, n_paragraphs=800, n_plain_docs=1500,
+        batch_size=16, steps=400, lr=6e-3, n_conversations=4000, n_paragraphs=800, n_plain_docs=1500,
         n_tokenizer_paragraphs=2000,
     ),
 }
@@ -100,7 +104,8 @@ def build_corpus(cfg: TinyModelConfig, rng: random.Random) -> tuple[list[str], l
         conv = corpus.sample_conversation(rng, max_turns=3)
         messages = []
         for t in conv.turns:
-            messages += [{"role": "user", "content": t.request}, {"role": "assistant", "content": t.reply}]
+            reply = corpus.styled_reply(rng, t.reply) if rng.random() < cfg.p_styled_replies else t.reply
+            messages += [{"role": "user", "content": t.request}, {"role": "assistant", "content": reply}]
         docs.append(format_chat(messages))
     for _ in range(cfg.n_paragraphs):
         docs.append(corpus.general_paragraph(rng) + "\n\n")
