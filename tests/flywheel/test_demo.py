@@ -60,15 +60,14 @@ def test_gate_registry_and_monitor_agree(demo):
     assert report["base"]["weights_sha256"] == model_weights_sha256(summary["base_model"])
     assert report["eval_set"]["sha256"] == summary["eval_set"]["sha256"]
 
+    # On the smallest settings too the adapter passes the gate and is promoted (the test model and every seed are
+    # fixed, so this is the same run each time).
+    assert report["decision"] == "pass", report["reasons"]
     promotion = summary["promotion"]
-    assert (promotion is not None) == (report["decision"] == "pass")
-    if promotion is None:
-        # A failed gate promotes nothing: period 1 ran on the base model, and the registry was never written.
-        assert summary["period_1"]["model"]["adapter"] is None
-        assert not Path(summary["artefacts"]["registry"]).exists()
-        return
+    assert promotion is not None
     entry = json.loads((Path(promotion["registry"]) / "versions" / promotion["version"] / "entry.json").read_text())
     assert entry["adapter"]["adapter_sha256"] == report["adapter"]["adapter_sha256"]
+    assert entry["base"]["weights_sha256"] == report["base"]["weights_sha256"]
     stored = Path(promotion["path"])
     for name, sha in report["adapter"]["files"].items():
         if (stored / name).exists():
@@ -78,25 +77,3 @@ def test_gate_registry_and_monitor_agree(demo):
     assert summary["period_1"]["model"]["adapter"] == promotion["version"]
     alias = json.loads((Path(promotion["registry"]) / "aliases" / "assistant.json").read_text())
     assert alias["current"] == promotion["version"]
-
-
-def test_registry_entry_of_the_gated_adapter_carries_the_gate_hashes(demo, tmp_path):
-    """Whatever the demo's decision: the registry stores exactly the bytes the gate measured (forced here when the
-    smallest settings' gate fails, which the history records)."""
-    from serving.registry import PromotionRefused, promote
-
-    out, summary = demo
-    gate_dir = Path(summary["artefacts"]["gate"])
-    report = json.loads((gate_dir / "gate_report.json").read_text())
-    try:
-        entry = promote(summary["artefacts"]["dpo"], gate_dir, "check", registry=tmp_path / "registry")
-        assert report["decision"] == "pass"
-    except PromotionRefused as exc:
-        assert report["decision"] == "fail" and exc.exit_code == 4
-        entry = promote(summary["artefacts"]["dpo"], gate_dir, "check", registry=tmp_path / "registry",
-                        force=True, reason="demo test: smallest settings")
-        assert entry["forced"] is True
-    assert entry["adapter"]["adapter_sha256"] == report["adapter"]["adapter_sha256"]
-    assert entry["base"]["weights_sha256"] == report["base"]["weights_sha256"]
-    for name, sha in report["adapter"]["files"].items():
-        assert sha256_file(Path(entry["path"]) / name) == sha
