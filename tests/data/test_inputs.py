@@ -214,7 +214,7 @@ def test_reader_subprocess_falls_back_to_the_temp_folder_when_shared_memory_is_s
     path = log.write(tmp_path / "log.jsonl")
     one = events.read_events([path], workers=1)
     assert events._handover_dir(10) in ("/dev/shm", None)
-    monkeypatch.setattr(events.os, "statvfs", lambda p: SimpleNamespace(f_bavail=1, f_frsize=4096))
+    monkeypatch.setattr(events.os, "statvfs", lambda p: SimpleNamespace(f_bavail=0, f_frsize=4096))
     assert events._handover_dir(path.stat().st_size) is None  # a container's 64 MB /dev/shm, say
     monkeypatch.setattr(events, "PARALLEL_MIN_BYTES", 1)
     two = events.read_events([path], workers=2)
