@@ -99,5 +99,7 @@ def summary(report: dict, out) -> str:
                      f"stat {_num(c.get('value', c.get('diff'))):>9}  {_num(c.get('interval'))}  n={c.get('n')}")
     for r in report["reasons"]:
         lines.append(f"  - {r}")
+    for w in report.get("warnings", []):
+        lines.append(f"  warning: {w}")
     lines.append(f"  report: {Path(out) / 'gate_report.html'}")
     return "\n".join(lines)

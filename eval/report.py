@@ -120,6 +120,8 @@ def render_markdown(report: dict, images: dict[str, bytes]) -> str:
               f"- base scores: {report['scoring'].get('base_scores')}; seed {report['seed']}", ""]
     if report["reasons"]:
         lines += ["## Reasons", ""] + [f"- {r}" for r in report["reasons"]] + [""]
+    if report.get("warnings"):
+        lines += ["## Warnings", ""] + [f"- {w}" for w in report["warnings"]] + [""]
     lines += ["## Checks", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in _check_table(report["checks"])]
     lines.append("")
@@ -155,6 +157,8 @@ def render_html(report: dict, images: dict[str, bytes]) -> str:
     ]
     if report["reasons"]:
         parts.append("<h2>Reasons</h2><ul>" + "".join(f"<li>{esc(r)}</li>" for r in report["reasons"]) + "</ul>")
+    if report.get("warnings"):
+        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{esc(w)}</li>" for w in report["warnings"]) + "</ul>")
     parts.append("<h2>Checks</h2><table><tr>" + "".join(f"<th>{h}</th>" for h in HEADER) + "</tr>")
     for row in _check_table(report["checks"]):
         cls = "pass" if row[1] == "PASS" else "fail"

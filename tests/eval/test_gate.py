@@ -38,7 +38,7 @@ def test_adapter_trained_on_real_signals_passes_with_full_report(planted, eval_s
     printed = capsys.readouterr().out
     report = json.loads((out / "gate_report.json").read_text())
     assert code == 0, printed
-    assert report["decision"] == "pass" and report["reasons"] == []
+    assert report["decision"] == "pass" and report["reasons"] == [] and report["warnings"] == []
     movement = report["checks"]["preference_movement"]
     assert movement["interval"][0] > 0.5 and movement["pvalue"] < 0.01
     assert report["checks"]["generation_edit_cost"]["interval"][1] < 0
@@ -187,3 +187,23 @@ def test_auto_max_new_tokens_leaves_room_for_the_longest_held_out_answer(tiny_mo
     assert longest > 16 and n >= 1.25 * longest and n < 1.25 * longest + 1
     short = [{**answers[0], "answer": "Yes."}]
     assert auto_max_new_tokens(str(tiny_model_dir), short) == 16
+
+
+def test_a_general_set_the_base_cannot_model_is_flagged(planted, planted_build, gate_config, tmp_path):
+    """The shipped English set is near chance for the tiny model: the report says non-inferiority on it means little."""
+    from eval.freeze import freeze
+
+    english = freeze(planted_build, tmp_path / "english-evalset")
+    assert english["counts"]["general"] >= 40
+    report = run_gate(planted("zero"), tmp_path / "english-evalset", tmp_path / "report", config=gate_config,
+                      show_progress=False)
+    assert len(report["warnings"]) == 1 and "near chance" in report["warnings"][0]
+    assert "## Warnings" in (tmp_path / "report" / "gate_report.md").read_text()
+
+
+def test_general_set_warning_threshold():
+    from eval.gate import general_set_warning
+
+    assert general_set_warning({"base": 2.1}, 4096) is None  # the tiny model on its own general text
+    assert "near chance" in general_set_warning({"base": 13.3}, 4096)
+    assert general_set_warning({"base": None}, 4096) is None and general_set_warning(None, 4096) is None
