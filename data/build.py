@@ -102,14 +102,38 @@ def build_datasets(
     Returns the manifest. Raises TenantError (several tenants, none chosen), StrictModeError (strict and a line
     was quarantined), AccountingError (the books do not balance: a bug, never silenced).
     """
-    from flywheel.files import atomic_dir
-
     cfg = _resolve_config(config, overrides)
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # The event texts wait on disk beside the output (data.textspill): memory holds ids and row numbers only.
+    with _spill_folder(out) as spill_dir:
+        return _build(inputs, out, cfg, progress, spill_dir)
+
+
+@contextlib.contextmanager
+def _spill_folder(out: Path):
+    if not SPILL_TEXTS:
+        yield None
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.texts-",
+                                     ignore_cleanup_errors=True) as folder:
+        yield folder
+
+
+# False keeps every text in memory from the read to the write (the same output; tests compare the two).
+SPILL_TEXTS = True
+
+
+def _build(inputs: list, out: Path, cfg: BuildConfig, progress, spill_dir: str | None) -> dict:
+    from flywheel.files import atomic_dir
+
     t0, c0 = time.perf_counter(), _cpu()
     read = read_events([str(p) for p in inputs], max_line_bytes=cfg.max_line_bytes,
-                       progress=(lambda n: progress("read", n)) if progress else None)
+                       progress=(lambda n: progress("read", n)) if progress else None, spill_dir=spill_dir)
     state = BuildState(config=cfg, read=read, quarantine=list(read.quarantine))
     state.timings["read"] = time.perf_counter() - t0
     state.cpu["read"] = _cpu() - c0
@@ -161,9 +185,11 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
     full = state.read.events.with_row_index("row")
     # Per-event text features need only the texts: without redaction they are computed beside the event rules
     # (Polars releases the GIL, so the two use both cores).
-    features = None if cfg.redact else _in_background(filters.event_features, full)
+    features = None if cfg.redact else _in_background(_event_features, full, state.read.texts)
     with _timed(state, "events"):
         repeated, conflicting = rules.dedupe_events(full)
+        if state.read.texts is not None:  # it read every row of the texts' views to find the duplicated ids
+            state.read.texts.release()
         state.duplicates = len(repeated)
         state.dedupe_rows = pl.concat([repeated, conflicting["row"]]).cast(pl.UInt32)
         for r in conflicting.iter_rows(named=True):
@@ -188,7 +214,7 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
             full, state.redactions = redact_events(full, events["row"], cfg.redact)
     state.texts = full
     with _timed(state, "examples"):
-        features = features() if features is not None else filters.event_features(full)
+        features = features() if features is not None else _event_features(full, state.read.texts)
         meta = full.select("request_id", "session_id", "user_id", "ts", "generation_id")
         gens = rules.generation_table(events)
         finals = rules.final_answers(gens)
@@ -203,12 +229,30 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
         state.tenant_of_row = full.select("row").join(events.select("row", "gen_tenant"), on="row", how="left",
                                                       maintain_order="left")["gen_tenant"]
     with _timed(state, "filters"):
-        tables = filters.apply_filters(tables, full, cfg)
+        tables = filters.apply_filters(tables, full, cfg, _take(state))
     with _timed(state, "split"):
         from data.split import assign_split
 
         tables = assign_split(tables, cfg)
     return tables
+
+
+FEATURE_ROWS = 100_000
+
+
+def _event_features(full: pl.DataFrame, texts) -> pl.DataFrame:
+    """`filters.event_features`, in slices when the texts are mapped from disk: the pages read are handed back
+    after each slice, so they never all count in memory at once."""
+    from data import filters
+    from data.textspill import WINDOW_RELEASE_BYTES
+
+    if texts is None or len(full) <= FEATURE_ROWS:
+        return filters.event_features(full)
+    parts = []
+    for start in range(0, len(full), FEATURE_ROWS):
+        parts.append(filters.event_features(full.slice(start, FEATURE_ROWS)))
+        texts.release_over(WINDOW_RELEASE_BYTES)
+    return pl.concat(parts, rechunk=True)
 
 
 def _in_background(fn, *args):
@@ -338,10 +382,19 @@ def with_assistant_message(prompt: pl.Series, text: pl.Series) -> pl.Series:
         .agg("m")["m"]
 
 
-def materialize(kind: str, df: pl.DataFrame, texts: pl.DataFrame, tenants: pl.Series):
-    """Example rows (event row numbers) -> the Arrow table TRL reads: texts and metadata gathered by row."""
-    from data.filters import gather_text
+def _take(state: BuildState):
+    """How the steps gather texts: from memory, or from the mapped files window by window (data.textspill)."""
+    from data.filters import gather_rows
 
+    spill = state.read.texts
+    return gather_rows if spill is None else spill.gather
+
+
+def materialize(kind: str, df: pl.DataFrame, texts: pl.DataFrame, tenants: pl.Series, take=None):
+    """Example rows (event row numbers) -> the Arrow table TRL reads: texts and metadata gathered by row."""
+    from data.filters import gather_rows, gather_text
+
+    take = take or gather_rows
     meta_rows = df["meta_row"]
     tenant = tenants.gather(meta_rows)
     meta = [
@@ -350,12 +403,12 @@ def materialize(kind: str, df: pl.DataFrame, texts: pl.DataFrame, tenants: pl.Se
         texts["ts"].gather(meta_rows), texts["generation_id"].gather(meta_rows),
         texts["model_base"].gather(meta_rows), texts["model_adapter"].gather(meta_rows),
     ]
-    prompt = texts["messages"].gather(df["prompt_row"])
-    text = gather_text(texts, df["text_row"])
+    prompt = take(texts["messages"], df["prompt_row"])
+    text = gather_text(texts, df["text_row"], take)
     if kind == "sft":
         head = [with_assistant_message(prompt, text).alias("messages")]
     elif kind == "dpo":
-        rejected = gather_text(texts, df["rejected_row"])
+        rejected = gather_text(texts, df["rejected_row"], take)
         head = [prompt.alias("prompt"), one_assistant_message(text).alias("chosen"),
                 one_assistant_message(rejected).alias("rejected")]
     else:
@@ -370,8 +423,12 @@ WRITE_CHUNK_ROWS = 20_000
 
 def _materialized_chunks(kind: str, part: pl.DataFrame, state: BuildState):
     """The split's Arrow table in slices, so only one slice of texts is ever copied out at a time."""
+    take = _take(state)
     for start in range(0, len(part), WRITE_CHUNK_ROWS):
-        yield materialize(kind, part.slice(start, WRITE_CHUNK_ROWS), state.texts, state.tenant_of_row)
+        table = materialize(kind, part.slice(start, WRITE_CHUNK_ROWS), state.texts, state.tenant_of_row, take)
+        if state.read.texts is not None:  # the slice holds its own copy of the texts now
+            state.read.texts.release_over()
+        yield table
 
 
 META_NAMES = ["signal", "request_id", "session_id", "user_id", "tenant", "tags", "ts", "generation_id",

@@ -22,6 +22,7 @@ import orjson
 import polars as pl
 
 from data.records import EVENT_TYPES, check_event
+from data.textspill import SegmentWriter, TextSpill
 
 try:  # the fast path (data/fastread.py) needs msgspec; without it every line takes the Python path
     import msgspec  # noqa: F401
@@ -81,6 +82,8 @@ class ReadResult:
     events: pl.DataFrame
     quarantine: list[QuarantinedLine] = field(default_factory=list)
     inputs: list[InputFile] = field(default_factory=list)
+    # With `read_events(..., spill_dir=...)`: the files the text columns of `events` are mapped from.
+    texts: TextSpill | None = None
     lines_read: int = 0
     blank_lines: int = 0
     oversized: list[tuple[str, int, int]] = field(default_factory=list)  # (source, line, bytes)
@@ -400,36 +403,38 @@ def read_events(
     progress=None,
     workers: int | None = None,
     fast: bool | None = None,
+    spill_dir: str | os.PathLike | None = None,
 ) -> ReadResult:
     """Read every input; return valid events (one row each, in input order), quarantined lines and counts.
 
     A large plain local JSONL file is split at line boundaries into `workers` byte ranges (default: the CPU count,
     at most 4) read in parallel, one range in this process and the others in spawned processes. `fast` chooses
     the msgspec path with the Python path for the lines it leaves (default when msgspec is installed) or the
-    Python path for every line; both give the same result."""
+    Python path for every line; both give the same result. With `spill_dir`, the texts
+    (`data.textspill.SPILLED_COLUMNS`) are written there block by block as they are read and mapped back at the
+    end: memory holds only the other columns, and `result.texts` gathers texts without keeping their pages."""
     fast = FAST_PATH if fast is None else fast
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files = expand_inputs(paths)
     workers = workers or min(os.cpu_count() or 1, 4)
     result = ReadResult(events=empty_events())
+    spill = TextSpill(spill_dir) if spill_dir is not None else None
     frames: list[pl.DataFrame] = []
     for path in files:
         info = InputFile(path=path)
-        if path.endswith(".parquet"):
-            parser = _BlockParser(path, max_line_bytes, result, fast)
-            frames.extend(_read_parquet(path, parser, info))
-        elif workers > 1 and _splittable(path):
-            frames.extend(_read_parallel(path, max_line_bytes, workers, result, info, progress, fast))
+        if workers > 1 and _splittable(path) and not path.endswith(".parquet"):
+            frames.extend(_read_parallel(path, max_line_bytes, workers, result, info, progress, fast, spill))
         else:
+            segment = spill.segment() if spill is not None else None
             parser = _BlockParser(path, max_line_bytes, result, fast)
-            for lines in iter_line_blocks(path):
-                df = parser.parse(lines, info.lines + 1)
-                info.lines += len(lines)
-                if df is not None:
-                    frames.append(df)
-                if progress is not None:
-                    progress(len(lines))
+            if path.endswith(".parquet"):
+                blocks = _read_parquet(path, parser, info)
+            else:
+                blocks = _read_lines(path, parser, info, progress)
+            frames.extend(segment.take(df) if segment is not None else df for df in blocks)
+            if segment is not None:
+                segment.close()
         # Hashed after it was parsed (from the page cache), on a thread: it overlaps the next file and the
         # build's rules, which leave a core free, rather than the parse, which keeps both busy.
         info.digest = _start_hash(path) if hash_inputs else ""
@@ -442,8 +447,21 @@ def read_events(
         # Column by column, so only one column is ever held twice.
         for name in events.columns:
             events = events.with_columns(events.get_column(name).rechunk())
+        if spill is not None:
+            events = pl.concat([events, spill.open(len(events))], how="horizontal").select(EVENT_COLUMNS)
         result.events = events
+    result.texts = spill
     return result
+
+
+def _read_lines(path: str, parser: _BlockParser, info: InputFile, progress) -> Iterator[pl.DataFrame]:
+    for lines in iter_line_blocks(path):
+        df = parser.parse(lines, info.lines + 1)
+        info.lines += len(lines)
+        if df is not None:
+            yield df
+        if progress is not None:
+            progress(len(lines))
 
 
 PARALLEL_MIN_BYTES = 64 << 20
@@ -475,8 +493,10 @@ def _iter_range_blocks(path: str, start: int, end: int, block_bytes: int = BLOCK
         yield from _line_blocks(f, block_bytes, limit=end - start)
 
 
-def _read_range(path: str, start: int, end: int, max_line_bytes: int, progress=None, fast: bool = True) -> dict:
-    """One byte range of a file, with line numbers counted from the range's first line (1-based)."""
+def _read_range(path: str, start: int, end: int, max_line_bytes: int, progress=None, fast: bool = True,
+                segment: SegmentWriter | None = None) -> dict:
+    """One byte range of a file, with line numbers counted from the range's first line (1-based); with `segment`,
+    the text columns go to its file and the table holds the rest."""
     result = ReadResult(events=empty_events())
     parser = _BlockParser(path, max_line_bytes, result, fast)
     frames = []
@@ -485,9 +505,11 @@ def _read_range(path: str, start: int, end: int, max_line_bytes: int, progress=N
         df = parser.parse(lines, n + 1)
         n += len(lines)
         if df is not None:
-            frames.append(df)
+            frames.append(segment.take(df) if segment is not None else df)
         if progress is not None:
             progress(len(lines))
+    if segment is not None:
+        segment.close()
     events = pl.concat(frames, how="vertical", rechunk=False) if frames else None
     return {"events": events, "quarantine": result.quarantine, "blank": result.blank_lines,
             "oversized": result.oversized, "lines": n}
@@ -496,7 +518,8 @@ def _read_range(path: str, start: int, end: int, max_line_bytes: int, progress=N
 def _range_worker_main(argv: list[str]) -> None:
     """Entry point of a reader subprocess: read one byte range, leave the table and the rest in `outdir`."""
     path, start, end, max_line_bytes, outdir = argv[0], int(argv[1]), int(argv[2]), int(argv[3]), Path(argv[4])
-    part = _read_range(path, start, end, max_line_bytes, fast=argv[5] == "fast")
+    segment = SegmentWriter(argv[6]) if argv[6] != "-" else None
+    part = _read_range(path, start, end, max_line_bytes, fast=argv[5] == "fast", segment=segment)
     if part["events"] is not None:
         part["events"].write_ipc(outdir / "events.arrow", compression="uncompressed")
     meta = {"quarantine": [q.to_dict() for q in part["quarantine"]], "blank": part["blank"],
@@ -517,7 +540,7 @@ def _handover_dir(file_bytes: int) -> str | None:
 
 
 def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadResult, info: InputFile,
-                   progress, fast: bool) -> list[pl.DataFrame]:
+                   progress, fast: bool, spill: TextSpill | None = None) -> list[pl.DataFrame]:
     """Ranges 2..n in plain subprocesses (not multiprocessing: spawn would re-run the caller's __main__, fork
     does not mix with Polars' threads), range 1 here; the subprocesses hand back Arrow IPC files."""
     import subprocess
@@ -528,6 +551,7 @@ def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadRes
     starts = _range_starts(local, workers)
     ranges = list(zip(starts[:-1], starts[1:]))
     with tempfile.TemporaryDirectory(prefix="flywheel-read-", dir=_handover_dir(os.path.getsize(local))) as tmp:
+        first = spill.segment() if spill is not None else None  # the texts of each range, in row order
         procs = []
         for k, (a, b) in enumerate(ranges[1:], start=1):
             out = Path(tmp) / str(k)
@@ -535,9 +559,9 @@ def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadRes
             code = "import sys; from data.events import _range_worker_main; _range_worker_main(sys.argv[1:])"
             procs.append((out, subprocess.Popen(
                 [sys.executable, "-c", code, local, str(a), str(b), str(max_line_bytes), str(out),
-                 "fast" if fast else "python"],
+                 "fast" if fast else "python", str(spill.segment_path()) if spill is not None else "-"],
                 cwd=str(Path(__file__).resolve().parents[1]), stderr=subprocess.PIPE)))
-        parts = [_read_range(local, *ranges[0], max_line_bytes, progress, fast)]
+        parts = [_read_range(local, *ranges[0], max_line_bytes, progress, fast, first)]
         for out, proc in procs:
             _, err = proc.communicate()
             if proc.returncode != 0:

@@ -5,6 +5,8 @@ that filter removed on its own, in pipeline order. They work on keys and sizes c
 
 from __future__ import annotations
 
+from typing import Callable
+
 import polars as pl
 
 from data.config import BuildConfig
@@ -52,9 +54,17 @@ def event_features(events: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def gather_text(events: pl.DataFrame, rows: pl.Series) -> pl.Series:
-    """The text an event row holds (a generation's output or an edit's edited_output)."""
-    return pl.select(pl.coalesce(events["output"].gather(rows), events["edited_output"].gather(rows))).to_series()
+Take = Callable[[pl.Series, pl.Series], pl.Series]
+
+
+def gather_rows(column: pl.Series, rows: pl.Series) -> pl.Series:
+    return column.gather(rows)
+
+
+def gather_text(events: pl.DataFrame, rows: pl.Series, take: Take = gather_rows) -> pl.Series:
+    """The text an event row holds (a generation's output or an edit's edited_output). `take(column, rows)`
+    gathers (the build passes one that reads texts kept on disk window by window)."""
+    return pl.select(pl.coalesce(take(events["output"], rows), take(events["edited_output"], rows))).to_series()
 
 
 def empty_outputs(df: pl.DataFrame, kind: str) -> pl.DataFrame:
@@ -64,7 +74,8 @@ def empty_outputs(df: pl.DataFrame, kind: str) -> pl.DataFrame:
     return mark(df, empty, "empty_output")
 
 
-def trivial_pairs(df: pl.DataFrame, events: pl.DataFrame, min_edit_chars: int) -> pl.DataFrame:
+def trivial_pairs(df: pl.DataFrame, events: pl.DataFrame, min_edit_chars: int,
+                  take: Take = gather_rows) -> pl.DataFrame:
     """An edit that changes only whitespace/case/punctuation, or fewer than `min_edit_chars` characters, says
     nothing about preference; a regeneration pair whose two texts are the same that way is no pair either."""
     # Regeneration pairs: only exact copies are caught (by hash), reading their texts is not worth it.
@@ -73,8 +84,8 @@ def trivial_pairs(df: pl.DataFrame, events: pl.DataFrame, min_edit_chars: int) -
         "_i", "text_row", "rejected_row")
     if live.is_empty():
         return df
-    chosen = gather_text(events, live["text_row"])
-    rejected = gather_text(events, live["rejected_row"])
+    chosen = gather_text(events, live["text_row"], take)
+    rejected = gather_text(events, live["rejected_row"], take)
     # The two normalisations (regex replacements over every edit pair's texts) run on two threads.
     import concurrent.futures as cf
 
@@ -104,7 +115,8 @@ def length_limits(df: pl.DataFrame, kind: str, cfg: BuildConfig) -> pl.DataFrame
     return df
 
 
-def token_limits(df: pl.DataFrame, kind: str, events: pl.DataFrame, cfg: BuildConfig) -> pl.DataFrame:
+def token_limits(df: pl.DataFrame, kind: str, events: pl.DataFrame, cfg: BuildConfig,
+                 take: Take = gather_rows) -> pl.DataFrame:
     """Prompt + longest completion in tokens, with a fast tokenizer in batches; only with a tokenizer path."""
     if not cfg.tokenizer or cfg.max_tokens is None:
         return df
@@ -113,13 +125,13 @@ def token_limits(df: pl.DataFrame, kind: str, events: pl.DataFrame, cfg: BuildCo
     live = df.with_row_index("_i").filter(_alive())
     if live.is_empty():
         return df
-    prompts = events["messages"].gather(live["prompt_row"])
+    prompts = take(events["messages"], live["prompt_row"])
     prompt_text = pl.select(pl.lit(prompts).list.eval(pl.element().struct.field("content")).list.join("\n")) \
         .to_series().to_list()
     n = count_tokens(cfg.tokenizer, prompt_text)
-    longest = count_tokens(cfg.tokenizer, gather_text(events, live["text_row"]).to_list())
+    longest = count_tokens(cfg.tokenizer, gather_text(events, live["text_row"], take).to_list())
     if kind == "dpo":
-        rej = count_tokens(cfg.tokenizer, gather_text(events, live["rejected_row"]).to_list())
+        rej = count_tokens(cfg.tokenizer, gather_text(events, live["rejected_row"], take).to_list())
         longest = [max(a, b) for a, b in zip(longest, rej)]
     over = pl.Series([a + b > cfg.max_tokens for a, b in zip(n, longest)], dtype=pl.Boolean)
     return _mark_rows(df, live["_i"].filter(over), "too_many_tokens")
@@ -149,12 +161,12 @@ def exact_duplicates(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     return _mark_rows(df, later, "duplicate_example")
 
 
-def near_duplicate_prompts(df: pl.DataFrame, events: pl.DataFrame) -> pl.DataFrame:
+def near_duplicate_prompts(df: pl.DataFrame, events: pl.DataFrame, take: Take = gather_rows) -> pl.DataFrame:
     """Keep the examples of one turn per normalised prompt text (the earliest turn)."""
     live = df.with_row_index("_i").filter(_alive()).select("_i", "prompt_row", "request_id", "ts")
     if live.is_empty():
         return df
-    prompts = events["messages"].gather(live["prompt_row"])
+    prompts = take(events["messages"], live["prompt_row"])
     key = pl.select(normalised(pl.lit(prompts).list.eval(pl.element().struct.field("content")).list.join(" "))
                     .hash(17)).to_series()
     live = live.with_columns(_nk=key).sort("ts", "_i")
@@ -171,25 +183,27 @@ def regeneration_cap(df: pl.DataFrame, cap: int) -> pl.DataFrame:
     return _mark_rows(df, over, "regeneration_cap")
 
 
-def apply_filters(tables: dict[str, pl.DataFrame], events: pl.DataFrame, cfg: BuildConfig) -> dict[str, pl.DataFrame]:
-    """Each kind's filters; the kinds are independent, so they run on two threads (DPO's, the heaviest, on one)."""
+def apply_filters(tables: dict[str, pl.DataFrame], events: pl.DataFrame, cfg: BuildConfig,
+                  take: Take = gather_rows) -> dict[str, pl.DataFrame]:
+    """Each kind's filters; the kinds are independent, so they run on two threads (DPO's, the heaviest, on one).
+    The filters that read texts gather them with `take(column, rows)`."""
     import concurrent.futures as cf
 
     with cf.ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {kind: pool.submit(_filter_kind, kind, df, events, cfg)
+        futures = {kind: pool.submit(_filter_kind, kind, df, events, cfg, take)
                    for kind, df in sorted(tables.items(), key=lambda kv: kv[0] != "dpo")}
     return {kind: futures[kind].result() for kind in tables}
 
 
-def _filter_kind(kind: str, df: pl.DataFrame, events: pl.DataFrame, cfg: BuildConfig) -> pl.DataFrame:
+def _filter_kind(kind: str, df: pl.DataFrame, events: pl.DataFrame, cfg: BuildConfig, take: Take) -> pl.DataFrame:
     if kind == "kto":
         df = mark(df, pl.col("_conflict"), "kto_label_conflict")
     if cfg.drop_empty:
         df = empty_outputs(df, kind)
     if kind == "dpo":
-        df = trivial_pairs(df, events, cfg.min_edit_chars)
+        df = trivial_pairs(df, events, cfg.min_edit_chars, take)
     df = length_limits(df, kind, cfg)
-    df = token_limits(df, kind, events, cfg)
+    df = token_limits(df, kind, events, cfg, take)
     if kind == "dpo":
         df = preference_conflicts(df)
         df = exact_duplicates(df, ["_pk", "_tk", "_rk"])
@@ -199,7 +213,7 @@ def _filter_kind(kind: str, df: pl.DataFrame, events: pl.DataFrame, cfg: BuildCo
     else:
         df = exact_duplicates(df, ["_pk", "_tk"])
     if cfg.near_duplicate_prompts:
-        df = near_duplicate_prompts(df, events)
+        df = near_duplicate_prompts(df, events, take)
     if kind == "dpo":
         df = regeneration_cap(df, cfg.max_pairs_per_turn)
     return df

@@ -34,7 +34,10 @@ class _HashingFile:
     """A write-only file that hashes what goes through it (no second read of a file just written).
 
     Hashing and writing happen on a background thread (hashlib and file writes release the GIL), so they overlap
-    with building the next slice of the dataset."""
+    with building the next slice of the dataset. At most `QUEUE_BYTES` wait for it: when the disk is slower than
+    the build, the build waits rather than holding the dataset in memory."""
+
+    QUEUE_BYTES = 32 << 20
 
     def __init__(self, path: Path):
         import queue
@@ -44,7 +47,9 @@ class _HashingFile:
         self.h = hashlib.sha256()
         self.closed = False
         self.error: BaseException | None = None
-        self.queue: queue.Queue = queue.Queue(maxsize=64)
+        self.queue: queue.Queue = queue.Queue()
+        self.queued = 0  # bytes in the queue
+        self.room = threading.Condition()
         self.thread = threading.Thread(target=self._drain, daemon=True)
         self.thread.start()
 
@@ -56,6 +61,9 @@ class _HashingFile:
                     self.f.write(data)
                 except BaseException as exc:  # re-raised in the writing thread by close()
                     self.error = exc
+            with self.room:
+                self.queued -= len(data)
+                self.room.notify()
 
     def write(self, data) -> int:
         if self.error is not None:
@@ -63,6 +71,9 @@ class _HashingFile:
         # Arrow hands over immutable Buffers (and bytes): kept alive by the queue, they need no copy. Anything
         # mutable is copied, since its owner may reuse it once write() returns.
         chunk = data if isinstance(data, (bytes, pa.Buffer)) else bytes(data)
+        with self.room:
+            self.room.wait_for(lambda: self.queued < self.QUEUE_BYTES or self.error is not None)
+            self.queued += len(chunk)
         self.queue.put(chunk)
         return len(chunk)
 

@@ -141,7 +141,21 @@ def run_build(log: Path, out: Path, extra: list[str], fast_read: bool = True) ->
     """The build in a child process: its own wall time and peak RSS. `fast_read=False`: every line through the
     per-line Python reader (the reference the fast path must match), for side-by-side comparisons."""
     code = (
-        "import json, resource, sys, time\n"
+        "import json, resource, sys, threading, time\n"
+        # Peak anonymous memory of the build process, sampled: ru_maxrss also counts file pages it has mapped
+        # (the texts the build keeps on disk), which the kernel can take back without writing anything.
+        "anon = [0]\n"
+        "def sample():\n"
+        "    while True:\n"
+        "        try:\n"
+        "            f = open('/proc/self/status')\n"
+        "        except OSError:\n"
+        "            return  # not Linux: ru_maxrss only\n"
+        "        with f:\n"
+        "            kb = [int(l.split()[1]) for l in f if l.startswith('RssAnon')]\n"
+        "        anon[0] = max(anon[0], kb[0] if kb else 0)\n"
+        "        time.sleep(0.02)\n"
+        "threading.Thread(target=sample, daemon=True).start()\n"
         "t = time.perf_counter()\n"
         f"import data.events; data.events.FAST_PATH = data.events.FAST_PATH and {fast_read}\n"
         "from data.build import build_datasets\n"
@@ -150,7 +164,8 @@ def run_build(log: Path, out: Path, extra: list[str], fast_read: bool = True) ->
         "me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)\n"
         "rss = max(me.ru_maxrss, kids.ru_maxrss) / 1024\n"
         "cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime\n"
-        "print(json.dumps({'wall_s': wall, 'cpu_s': cpu, 'peak_rss_mb': rss, 'examples': m['examples'],"
+        "print(json.dumps({'wall_s': wall, 'cpu_s': cpu, 'peak_rss_mb': rss, 'peak_anon_mb': anon[0] / 1024,"
+        " 'examples': m['examples'],"
         " 'accounting': m['accounting'], 'drops': m['drops'], 'timings_s': m.get('timings_s'), 'stage_cpu_s': m.get('cpu_s')}))\n"
     )
     overrides = json.loads(extra[0]) if extra else {}
@@ -190,7 +205,8 @@ def main() -> int:
     for name, fast in runs:
         res = run_build(log, work / "build", [args.overrides], fast_read=fast)
         print(f"{name}: {res['wall_s']:.2f} s wall in-process ({res['process_wall_s']:.2f} s with interpreter start), "
-              f"peak RSS {res['peak_rss_mb']:.0f} MB (largest process), CPU {res['cpu_s']:.1f} s (all processes), "
+              f"peak RSS {res['peak_rss_mb']:.0f} MB (largest process; anonymous memory of the build process "
+              f"{res['peak_anon_mb']:.0f} MB, sampled), CPU {res['cpu_s']:.1f} s (all processes), "
               f"load average {os.getloadavg()[0]:.2f}")
         print(f"stages, wall (s): {res['timings_s']}")
         print(f"stages, CPU of the main process (s): {res['stage_cpu_s']}")

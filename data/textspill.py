@@ -1,0 +1,157 @@
+"""The event texts kept on disk between the read and the write, so the build's memory does not grow with them.
+
+The rules need every event's ids at once (feedback may come anywhere, in any file), but the texts (prompts,
+outputs, edits, comments, params) only at the end: to compute per-event features, to read the edit pairs and to
+write the datasets. The reader therefore appends each block's `SPILLED_COLUMNS` to an Arrow IPC file (one per input
+range, in row order) and keeps only ids, times, tags, models and line numbers in memory; `TextSpill.open()` maps the
+files back as zero-copy Polars columns, so the event table looks the same to every step. Pages of a mapped file
+count in the process's RSS once touched, so the steps that read texts gather them window by window
+(`TextSpill.gather`) and hand the pages back as they go: they stay in the page cache, which the kernel may evict.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from itertools import accumulate
+from pathlib import Path
+
+import polars as pl
+
+# The metadata columns copied into examples as they are (tags, model_base, model_adapter) stay in memory: gathered
+# from several chunks, Polars leaves other bits past the end of a validity bitmap, and the datasets' bytes would
+# change.
+SPILLED_COLUMNS = ["messages", "output", "edited_output", "comment", "model_revision", "params", "extra"]
+# Blocks are gathered into record batches of about this size: gathers over a column with few chunks are fast, and
+# only this much text is ever held in memory by a writer.
+BATCH_BYTES = 32 << 20
+# Mapped pages kept before they are handed back (a release costs the refaults of what is read again).
+RELEASE_BYTES = 192 << 20
+# The mapped pages a gather lets pile up before handing them back (a page read maps its neighbours too: 64 KB of
+# the file for each row a random gather touches).
+WINDOW_RELEASE_BYTES = 96 << 20
+_VIEWS = pl.CompatLevel.newest()
+
+
+class SegmentWriter:
+    """Takes event frames in row order: writes their text columns to `path`, returns the rest."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.pending: list[pl.DataFrame] = []
+        self.pending_bytes = 0
+        self.writer = None
+        self.sink = None
+
+    def take(self, df: pl.DataFrame) -> pl.DataFrame:
+        texts = df.select(SPILLED_COLUMNS)
+        self.pending.append(texts)
+        self.pending_bytes += texts.estimated_size()
+        if self.pending_bytes >= BATCH_BYTES:
+            self._flush()
+        return df.drop(SPILLED_COLUMNS)
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        import pyarrow as pa
+
+        table = pl.concat(self.pending, rechunk=True).to_arrow(compat_level=_VIEWS)
+        self.pending, self.pending_bytes = [], 0
+        if self.writer is None:
+            self.sink = pa.OSFile(str(self.path), "wb")
+            self.writer = pa.ipc.new_file(self.sink, table.schema)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        self._flush()
+        if self.writer is not None:
+            self.writer.close()
+            self.sink.close()
+            self.writer = self.sink = None
+
+
+class TextSpill:
+    """The text files of one read, in row order, and the memory maps they are read back through."""
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.paths: list[Path] = []
+        self.maps: list[mmap.mmap] = []
+
+    def segment_path(self) -> Path:
+        """The file of the next range of rows (a reader subprocess writes it itself)."""
+        path = self.folder / f"texts-{len(self.paths):05d}.arrow"
+        self.paths.append(path)
+        return path
+
+    def segment(self) -> SegmentWriter:
+        return SegmentWriter(self.segment_path())
+
+    def open(self, rows: int) -> pl.DataFrame:
+        """The text columns of every row, zero-copy over the mapped files (a range without rows has no file)."""
+        import pyarrow as pa
+
+        frames = []
+        for path in self.paths:
+            if not path.exists():
+                continue
+            with open(path, "rb") as f:
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self.maps.append(mapped)
+            frames.append(pl.from_arrow(pa.ipc.open_file(pa.py_buffer(mapped)).read_all(), rechunk=False))
+        if not frames:
+            from data.events import empty_events
+
+            return empty_events().select(SPILLED_COLUMNS).clear(rows)
+        texts = pl.concat(frames, rechunk=False)
+        if len(texts) != rows:
+            raise RuntimeError(f"text spill holds {len(texts)} rows for {rows} events")
+        return texts
+
+    def gather(self, column: pl.Series, rows: pl.Series) -> pl.Series:
+        """`column.gather(rows)` for a mapped column, one record batch at a time in file order (Polars gathers
+        from one chunk ~20x faster than across several). A gather's texts still point into the map; when the rows
+        are spread over more than two batches (a shuffled split, every edit pair), each batch's texts are copied
+        out and its pages handed back before the next, so such a gather never maps the whole file at once. The
+        caller hands back the pages of a narrow gather once it has used the texts (`release_over`)."""
+        if len(rows) <= 1 or rows.null_count():
+            return column.gather(rows)
+        chunks = column.get_chunks()
+        starts = list(accumulate((len(c) for c in chunks), initial=0))
+        rows = rows.cast(pl.UInt32)
+        order = rows.arg_sort()
+        in_order = rows.gather(order)
+        batch_of = pl.Series(starts[1:], dtype=pl.UInt32).search_sorted(in_order, side="right").rle()
+        spread = len(batch_of) > 2
+        pieces, at = [], 0
+        for n, k in zip(batch_of.struct.field("len").to_list(), batch_of.struct.field("value").to_list()):
+            piece = chunks[k].gather(in_order.slice(at, n) - starts[k])
+            at += n
+            if spread:
+                pieces.append(pl.from_arrow(piece.to_arrow(compat_level=pl.CompatLevel.oldest())))  # a copy
+                self.release_over(WINDOW_RELEASE_BYTES)
+            else:
+                pieces.append(piece)
+        return pl.concat(pieces, rechunk=True).gather(order.arg_sort()).alias(column.name)
+
+    def release(self) -> None:
+        """Hand the mapped pages back to the page cache (they are read again from it when touched)."""
+        if not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        for mapped in self.maps:
+            mapped.madvise(mmap.MADV_DONTNEED)
+
+    def release_over(self, limit: int = RELEASE_BYTES) -> None:
+        """`release()` once the mapped pages in memory exceed `limit` bytes (all of them where that is unknown)."""
+        if _file_rss() > limit:
+            self.release()
+
+
+def _file_rss() -> int:
+    """Resident file-backed and shared pages of this process (Linux), else a number over any limit."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[2]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 1 << 62

@@ -1,0 +1,111 @@
+"""Texts kept on disk between the read and the write (data.textspill): the same events, the same build bytes."""
+
+from __future__ import annotations
+
+import random
+
+import orjson
+import polars as pl
+from polars.testing import assert_frame_equal, assert_series_equal
+
+from data import events as ev
+from data import textspill
+from tests.data.conftest import Log
+from tests.data.test_fastread import EDGE_LINES
+from tests.data.test_inputs import MALFORMED
+
+
+def _log_with_every_kind_of_line(path) -> None:
+    """Rules of every kind, an orphan, a forget, exact and conflicting duplicates, comments, and every bad line
+    of the reader tests (blank, oversized, invalid, lines only the Python reader takes)."""
+    log = Log()
+    for i in range(60):
+        user = f"u{i % 7}"
+        log.gen(f"g{i}", f"r{i}", f"Answer number {i}, with some detail.", prompt=f"Question {i % 9}?", user=user,
+                tags=["t", str(i % 3)], model={"base": "m", "adapter": None if i % 4 else "a1"})
+        [log.accept, log.regen, log.abandon, log.rephrase][i % 4](
+            *((f"g{i}",) if i % 4 < 2 else (f"r{i}",) if i % 4 == 2 else (f"r{i}", f"r{i}x")), user=user)
+        if i % 3 == 1:
+            log.gen(f"g{i}b", f"r{i}", f"Second answer {i}.", prompt=f"Question {i % 9}?", user=user)
+            log.edit(f"g{i}b", f"Second answer {i}, edited by the user to be right.", user=user)
+        if i % 5 == 0:
+            log.rating(f"g{i}", 1 if i % 2 else -1, user=user, comment=f"comment {i}")
+    log.accept("no-such-generation")
+    log.forget("u6")
+    body = [orjson.dumps(e) for e in log.events]
+    body.insert(9, body[4])  # an exact repeat
+    body.insert(12, orjson.dumps({**log.events[6], "output": "other content"}))  # a conflicting duplicate
+    for k, line in enumerate(EDGE_LINES + [line for line, _, _ in MALFORMED] + [b"x" * 3000]):
+        body.insert(3 * k + 1, line)
+    path.write_bytes(b"\n".join(body) + b"\n")
+
+
+def _small_batches(monkeypatch) -> None:
+    """Blocks of 4 KB, each its own record batch: the mapped columns have many chunks, gathers cross them."""
+    read_blocks = ev.iter_line_blocks
+    monkeypatch.setattr(ev, "iter_line_blocks", lambda path, block_bytes=0: read_blocks(path, 4096))
+    read_range = ev._iter_range_blocks
+    monkeypatch.setattr(ev, "_iter_range_blocks", lambda path, start, end, block_bytes=0: read_range(
+        path, start, end, 4096))
+    monkeypatch.setattr(textspill, "BATCH_BYTES", 1)
+
+
+def _outputs(m: dict, out) -> tuple[dict, dict]:
+    for key in ("created", "timings_s", "cpu_s"):
+        m.pop(key, None)
+    files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+             if p.is_file() and p.name not in ("manifest.json", "README.md")}
+    return m, files
+
+
+def test_build_with_texts_on_disk_writes_the_same_bytes(build, tmp_path, monkeypatch):
+    import data.build as b
+
+    path = tmp_path / "log.jsonl"
+    _log_with_every_kind_of_line(path)
+    _small_batches(monkeypatch)
+    for config in ({"test_fraction": 0.3, "max_line_bytes": 2000},
+                   {"test_fraction": 0.3, "max_line_bytes": 2000, "redact": ["email"], "near_duplicate_prompts": True},
+                   {"kinds": ["sft", "kto"], "split_by": "session", "max_line_bytes": 2000}):
+        results = []
+        for spill, parallel_from in ((False, 64 << 20), (True, 64 << 20), (True, 1))[:3 if "redact" in config else 2]:
+            monkeypatch.setattr(b, "SPILL_TEXTS", spill)
+            monkeypatch.setattr(ev, "PARALLEL_MIN_BYTES", parallel_from)  # 1: read in ranges by subprocesses
+            results.append(_outputs(*build([path], **config)))
+        assert all(r == results[0] for r in results[1:]) and len(results) >= 2
+        m = results[0][0]
+        assert m["quarantined"] > 30 and m["duplicates"] >= 1 and m["drops"]["orphan"] == 1
+        assert m["drops"]["oversized_line"] >= 1 and m["drops"]["forgotten_user"] > 0
+    assert not list(tmp_path.glob(".*texts-*"))  # the text files are removed with the build
+
+
+def test_events_read_with_texts_on_disk_equal_those_in_memory(tmp_path, monkeypatch):
+    paths = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
+    for path in paths:
+        _log_with_every_kind_of_line(path)
+    in_memory = ev.read_events(paths)
+    _small_batches(monkeypatch)
+    for parallel_from in (64 << 20, 1):
+        monkeypatch.setattr(ev, "PARALLEL_MIN_BYTES", parallel_from)
+        folder = tmp_path / f"spill{parallel_from}"
+        folder.mkdir()
+        spilled = ev.read_events(paths, spill_dir=folder)
+        assert len(list(folder.glob("*.arrow"))) >= 2
+        assert spilled.events["messages"].n_chunks() > 4  # a record batch per block, mapped as it is
+        assert_frame_equal(spilled.events, in_memory.events)
+        assert spilled.texts is not None and in_memory.texts is None
+
+
+def test_gather_batch_by_batch_equals_a_plain_gather(tmp_path, monkeypatch):
+    path = tmp_path / "log.jsonl"
+    _log_with_every_kind_of_line(path)
+    _small_batches(monkeypatch)
+    read = ev.read_events([path], spill_dir=tmp_path)
+    assert read.events["output"].n_chunks() > 4
+    n = len(read.events)
+    rng = random.Random(0)
+    for rows in ([], [3], list(range(n)), [rng.randrange(n) for _ in range(3 * n)], [n - 1, 0, n - 1]):
+        rows = pl.Series(rows, dtype=pl.UInt32)
+        for name in textspill.SPILLED_COLUMNS:
+            column = read.events[name]
+            assert_series_equal(read.texts.gather(column, rows), column.gather(rows))
