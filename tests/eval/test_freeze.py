@@ -55,6 +55,14 @@ def test_cli_freeze_and_its_errors(planted_build, tmp_path, capsys):
     assert "version v1" in capsys.readouterr().out
     assert flywheel_main(["eval", "freeze", str(tmp_path), "--out", str(tmp_path / "es2")]) == 2
     assert "no manifest.json" in capsys.readouterr().err
+    # --general picks the general set (a file or a folder); a missing one is a usage error naming it.
+    assert flywheel_main(["eval", "freeze", str(planted_build), "--out", str(tmp_path / "es3"),
+                          "--general", str(TINY_GENERAL)]) == 0
+    general = load_eval_set(tmp_path / "es3")["general"]
+    assert len(general) == 40 and {g["source"] for g in general} == {"general.jsonl"}
+    assert flywheel_main(["eval", "freeze", str(planted_build), "--out", str(tmp_path / "es4"),
+                          "--general", str(tmp_path / "nope.jsonl")]) == 2
+    assert "nope.jsonl: general set not found" in capsys.readouterr().err
 
 
 def test_shipped_general_set_is_plain_english_outside_the_product_domains():
