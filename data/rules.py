@@ -129,8 +129,9 @@ def supersede(events: pl.DataFrame, drops: Drops) -> pl.DataFrame:
     return events.filter(~pl.col("row").is_in(stale["row"].implode()))
 
 
-LIGHT_COLUMNS = ["row", "type", "event_id", "ts", "user_id", "session_id", "tenant", "request_id", "generation_id",
-                 "value", "new_request_id"]
+# What the rules after dedupe read (each step copies these rows, so no column more: event_id served dedupe, and
+# new_request_id is in no rule).
+LIGHT_COLUMNS = ["row", "type", "ts", "user_id", "session_id", "tenant", "request_id", "generation_id", "value"]
 
 
 def generation_table(events: pl.DataFrame) -> pl.DataFrame:
