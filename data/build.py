@@ -383,7 +383,7 @@ def with_assistant_message(prompt: pl.Series, text: pl.Series) -> pl.Series:
 
 
 def _take(state: BuildState):
-    """How the steps gather texts: from memory, or from the mapped files window by window (data.textspill)."""
+    """How the steps gather texts: from memory, or from the mapped files batch by batch (data.textspill)."""
     from data.filters import gather_rows
 
     spill = state.read.texts

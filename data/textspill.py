@@ -5,7 +5,7 @@ outputs, edits, comments, params) only at the end: to compute per-event features
 write the datasets. The reader therefore appends each block's `SPILLED_COLUMNS` to an Arrow IPC file (one per input
 range, in row order) and keeps only ids, times, tags, models and line numbers in memory; `TextSpill.open()` maps the
 files back as zero-copy Polars columns, so the event table looks the same to every step. Pages of a mapped file
-count in the process's RSS once touched, so the steps that read texts gather them window by window
+count in the process's RSS once touched, so the steps that read texts gather them one record batch at a time
 (`TextSpill.gather`) and hand the pages back as they go: they stay in the page cache, which the kernel may evict.
 """
 
