@@ -13,7 +13,9 @@ up and raises `AccountingError` if they ever do not.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -108,8 +110,17 @@ def build_datasets(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # The event texts wait on disk beside the output (data.textspill): memory holds ids and row numbers only.
-    with _spill_folder(out) as spill_dir:
-        return _build(inputs, out, cfg, progress, spill_dir)
+    try:
+        with _spill_folder(out) as spill_dir:
+            return _build(inputs, out, cfg, progress, spill_dir)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC and "No space left" not in str(exc):
+            raise
+        free = shutil.disk_usage(out.parent).free
+        raise BuildError(
+            f"{out.parent}: no space left on device while building {out.name} ({free / 1e6:.0f} MB free now). A "
+            "build needs room beside its output for the event texts it keeps on disk until the write (about 0.8x "
+            f"the logs' size) and for the datasets; {out} was left as it was.") from exc
 
 
 @contextlib.contextmanager

@@ -109,3 +109,26 @@ def test_gather_batch_by_batch_equals_a_plain_gather(tmp_path, monkeypatch):
         for name in textspill.SPILLED_COLUMNS:
             column = read.events[name]
             assert_series_equal(read.texts.gather(column, rows), column.gather(rows))
+
+
+def test_a_full_disk_is_a_clear_error_and_leaves_the_old_output(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    import pytest
+
+    from data.build import BuildError, build_datasets
+
+    sample = Path(__file__).resolve().parents[2] / "data" / "samples" / "capture-sample.jsonl"
+    out = tmp_path / "build"
+    out.mkdir()
+    (out / "previous.txt").write_text("the last good build")
+
+    def no_space(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(textspill.SegmentWriter, "_flush", no_space)
+    with pytest.raises(BuildError, match=r"no space left on device while building build .*about 0.8x"):
+        build_datasets([sample], out, test_fraction=0.3)
+    assert [p.name for p in out.iterdir()] == ["previous.txt"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".build")]  # no spill or temp folder left
