@@ -73,7 +73,6 @@ class BuildState:
     dedupe_rows: pl.Series | None = None
     event_counts: dict[str, int] = field(default_factory=dict)  # unique valid events by type
     texts: pl.DataFrame | None = None  # the full event table (texts redacted if asked), indexed by row
-    tenant_of_row: pl.Series | None = None  # repeated and conflicting copies: counted as duplicate / quarantined
     timings: dict[str, float] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds of this process (all threads) per stage
 
@@ -144,7 +143,8 @@ def _build(inputs: list, out: Path, cfg: BuildConfig, progress, spill_dir: str |
 
     t0, c0 = time.perf_counter(), _cpu()
     read = read_events([str(p) for p in inputs], max_line_bytes=cfg.max_line_bytes,
-                       progress=(lambda n: progress("read", n)) if progress else None, spill_dir=spill_dir)
+                       progress=(lambda n: progress("read", n)) if progress else None, spill_dir=spill_dir,
+                       keys=True)
     state = BuildState(config=cfg, read=read, quarantine=list(read.quarantine))
     state.timings["read"] = time.perf_counter() - t0
     state.cpu["read"] = _cpu() - c0
@@ -197,6 +197,7 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
     # Per-event text features need only the texts: without redaction they are computed beside the event rules
     # (Polars releases the GIL, so the two use both cores).
     features = None if cfg.redact else _in_background(_event_features, full, state.read.texts)
+    check_keys = _in_background(_check_keys, full, state.read.texts)
     with _timed(state, "events"):
         repeated, conflicting = rules.dedupe_events(full)
         if state.read.texts is not None:  # it read every row of the texts' views to find the duplicated ids
@@ -216,7 +217,7 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
         events, state.orphans = rules.link_events(events, state.drops)
         events, forget_rows, _ = rules.apply_forget(events, state.drops)
         state.applied = forget_rows["row"]
-        events = select_tenant(events, cfg, state.drops)
+        events = select_tenant(events, cfg, state.drops, full, _take(state))
         events = rules.supersede(events, state.drops)
     if cfg.redact:
         with _timed(state, "redact"):
@@ -226,7 +227,7 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
     state.texts = full
     with _timed(state, "examples"):
         features = features() if features is not None else _event_features(full, state.read.texts)
-        meta = full.select("request_id", "session_id", "user_id", "ts", "generation_id")
+        meta = full.select("request_key", "session_key", "user_key", "ts", "generation_key")
         gens = rules.generation_table(events)
         finals = rules.final_answers(gens)
         tables = {
@@ -236,16 +237,40 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
         }
         tables = {k: rules.attach(v, features, meta, k) for k, v in tables.items()}
         tables = {k: v if k in cfg.kinds else v.with_columns(drop=pl.lit("kind_not_built")) for k, v in tables.items()}
-        # The tenant of a turn is its generation's (feedback may omit it); indexed by event row, for gathers.
-        state.tenant_of_row = full.select("row").join(events.select("row", "gen_tenant"), on="row", how="left",
-                                                      maintain_order="left")["gen_tenant"]
     with _timed(state, "filters"):
         tables = filters.apply_filters(tables, full, cfg, _take(state))
     with _timed(state, "split"):
         from data.split import assign_split
 
-        tables = assign_split(tables, cfg)
+        tables = assign_split(tables, cfg, full, _take(state))
+    check_keys()
     return tables
+
+
+def _check_keys(full: pl.DataFrame, texts) -> None:
+    """The rules compare ids by their 64-bit keys: make sure no two different ids of a column share one (about a
+    one-in-10^7 chance among ten million distinct ids). Each id gets a second, independent hash; a key with two
+    second hashes is a collision. Column by column and slice by slice, so only (key, hash) pairs are held."""
+    from data.events import KEYED_IDS
+    from data.textspill import WINDOW_RELEASE_BYTES
+
+    for key, name in KEYED_IDS.items():
+        if key == "event_key":  # dedupe compares the event_id strings themselves
+            continue
+        pairs = []
+        for start in range(0, len(full), FEATURE_ROWS):
+            part = full.slice(start, FEATURE_ROWS)
+            pairs.append(pl.DataFrame({"k": part[key], "h": part[name].hash(0xC0FFEE)}).drop_nulls("k").unique())
+            if texts is not None:
+                texts.release_over(WINDOW_RELEASE_BYTES)
+        if not pairs:
+            return
+        both = pl.concat(pairs).unique()
+        clash = both.filter(pl.col("k").is_duplicated())
+        if len(clash):
+            raise BuildError(f"two different values of {name} share the 64-bit key {clash['k'][0]} (a hash "
+                             "collision, expected about once in 10^19 pairs of ids); the build cannot tell them "
+                             "apart. Please report it; renaming either id avoids it.")
 
 
 FEATURE_ROWS = 100_000
@@ -276,13 +301,20 @@ def _in_background(fn, *args):
     return future.result
 
 
-def select_tenant(events: pl.DataFrame, cfg: BuildConfig, drops: Drops) -> pl.DataFrame:
-    tenants = rules.tenants_of(events)
+def select_tenant(events: pl.DataFrame, cfg: BuildConfig, drops: Drops, full: pl.DataFrame, take) -> pl.DataFrame:
+    from data.events import id_key
+
     if cfg.tenant is not None:
-        return rules.split_off(events, pl.col("gen_tenant").ne_missing(cfg.tenant), "other_tenant", drops)
+        key = pl.select(id_key(pl.lit(cfg.tenant, pl.String))).item()
+        return rules.split_off(events, pl.col("gen_tenant").ne_missing(key), "other_tenant", drops)
+    tenants = rules.tenants_of(events)
     if len(tenants) > 1 and not cfg.all_tenants:
-        listing = ", ".join(f"{t if t is not None else '(no tenant)'}: {n}" for t, n in
-                            sorted(tenants.items(), key=lambda kv: -kv[1]))
+        # The names of the keys: one row of each tenant (only on this error path).
+        first = (full.select("row", "tenant_key").filter(pl.col("tenant_key").is_in(pl.Series(list(tenants))
+                 .drop_nulls().implode())).unique(subset="tenant_key", keep="first", maintain_order=True))
+        names = dict(zip(first["tenant_key"].to_list(), take(full["tenant"], first["row"]).to_list()))
+        listing = ", ".join(f"{names[t] if t is not None else '(no tenant)'}: {n}" for t, n in
+                            sorted(tenants.items(), key=lambda kv: (-kv[1], names.get(kv[0]) or "")))
         raise TenantError(f"the input holds events of {len(tenants)} tenants ({listing}); data of different tenants "
                           "is never mixed by accident: pass --tenant T (or tenant: T) for one, or --all-tenants")
     return events
@@ -401,19 +433,16 @@ def _take(state: BuildState):
     return gather_rows if spill is None else spill.gather
 
 
-def materialize(kind: str, df: pl.DataFrame, texts: pl.DataFrame, tenants: pl.Series, take=None):
-    """Example rows (event row numbers) -> the Arrow table TRL reads: texts and metadata gathered by row."""
+def materialize(kind: str, df: pl.DataFrame, texts: pl.DataFrame, take=None):
+    """Example rows (event row numbers) -> the Arrow table TRL reads: texts and metadata gathered by row. The
+    metadata are the generation's (`meta_row`): its tenant is the turn's, whatever its feedback says."""
     from data.filters import gather_rows, gather_text
 
     take = take or gather_rows
     meta_rows = df["meta_row"]
-    tenant = tenants.gather(meta_rows)
-    meta = [
-        df["signal"], texts["request_id"].gather(meta_rows), texts["session_id"].gather(meta_rows),
-        texts["user_id"].gather(meta_rows), tenant.alias("tenant"), texts["tags"].gather(meta_rows),
-        texts["ts"].gather(meta_rows), texts["generation_id"].gather(meta_rows),
-        texts["model_base"].gather(meta_rows), texts["model_adapter"].gather(meta_rows),
-    ]
+    spilled = take(texts.select(name for name in META_NAMES[1:] if name != "ts"), meta_rows)
+    meta = [df["signal"]] + [
+        texts["ts"].gather(meta_rows) if name == "ts" else spilled[name] for name in META_NAMES[1:]]
     prompt = take(texts["messages"], df["prompt_row"])
     text = gather_text(texts, df["text_row"], take)
     if kind == "sft":
@@ -436,7 +465,7 @@ def _materialized_chunks(kind: str, part: pl.DataFrame, state: BuildState):
     """The split's Arrow table in slices, so only one slice of texts is ever copied out at a time."""
     take = _take(state)
     for start in range(0, len(part), WRITE_CHUNK_ROWS):
-        table = materialize(kind, part.slice(start, WRITE_CHUNK_ROWS), state.texts, state.tenant_of_row, take)
+        table = materialize(kind, part.slice(start, WRITE_CHUNK_ROWS), state.texts, take)
         if state.read.texts is not None:  # the slice holds its own copy of the texts now
             state.read.texts.release_over()
         yield table
@@ -459,7 +488,7 @@ def write_build(tmp: Path, state: BuildState, tables: dict[str, pl.DataFrame], b
         splits = {}
         for split in ("train", "test"):
             # Ordered by content, not by input position: the same events in any order or files give the same bytes.
-            part = t.filter(pl.col("split") == split).sort("ts", "request_id", "generation_id", "signal", "_tk")
+            part = t.filter(pl.col("split") == split).sort("ts", "request_key", "generation_key", "signal", "_tk")
             if kind == "kto":
                 part = part.sample(fraction=1.0, shuffle=True, seed=cfg.shuffle_seed)
             splits[split] = _materialized_chunks(kind, part, state)
@@ -528,13 +557,13 @@ def _example_drops(tables: dict[str, pl.DataFrame]) -> dict[str, dict[str, int]]
 
 
 def _split_summary(tables: dict[str, pl.DataFrame], cfg: BuildConfig) -> dict:
-    kept = [t.filter(pl.col("drop").is_null()).select("user_id", "session_id", "split") for t in tables.values()]
+    kept = [t.filter(pl.col("drop").is_null()).select("user_key", "session_key", "split") for t in tables.values()]
     kept = pl.concat(kept) if kept else None
     units = {}
     if kept is not None and len(kept):
         for split in ("train", "test"):
             part = kept.filter(pl.col("split") == split)
-            units[split] = {"users": part["user_id"].n_unique(), "sessions": part["session_id"].n_unique()}
+            units[split] = {"users": part["user_key"].n_unique(), "sessions": part["session_key"].n_unique()}
     return {"by": cfg.split_by, "test_fraction": cfg.test_fraction, "seed": cfg.split_seed,
             "time_cutoff": cfg.time_cutoff, "units": units,
             "removed_from_train_prompt_in_test": int(sum(

@@ -45,6 +45,28 @@ EVENT_COLUMNS = [
     "messages", "output", "edited_output", "model_base", "model_revision", "model_adapter", "value", "comment",
     "new_request_id", "params", "extra", "source", "line",
 ]
+# With `read_events(..., keys=True)` (what the build reads): every id also as a 64-bit key, the key the rules join
+# and group on. The strings can then wait on disk with the texts (data.textspill): a key is 8 bytes in memory, an
+# id string 16 bytes of view plus its text, and joins on integers are faster. `data.build` checks that no two
+# different ids of a column share a key before it trusts them.
+KEYED_IDS = {"event_key": "event_id", "user_key": "user_id", "session_key": "session_id", "tenant_key": "tenant",
+             "request_key": "request_id", "generation_key": "generation_id"}
+KEY_COLUMNS = list(KEYED_IDS)
+KEY_SEED = 0x5EED
+# Sorted, so that sorting by type sorts by name, as on strings.
+EVENT_TYPE = pl.Enum(sorted(EVENT_TYPES))
+
+
+def id_key(column: str | pl.Expr) -> pl.Expr:
+    """The 64-bit key of an id column (null stays null): Polars' hash, stable within one Polars version, which is
+    all a build needs (keys never leave the process)."""
+    col = pl.col(column) if isinstance(column, str) else column
+    return pl.when(col.is_not_null()).then(col.hash(KEY_SEED))
+
+
+def with_keys(df: pl.DataFrame) -> pl.DataFrame:
+    return df.with_columns(type=pl.col("type").cast(EVENT_TYPE),
+                           **{key: id_key(name) for key, name in KEYED_IDS.items()})
 
 
 @dataclass
@@ -189,13 +211,19 @@ class _BlockParser:
     become Arrow arrays once per block (cheaper than a second parse: Polars' NDJSON reader spends most of its time
     on the nested `messages`)."""
 
-    def __init__(self, source: str, max_line_bytes: int, result: ReadResult, fast: bool | None = None):
+    def __init__(self, source: str, max_line_bytes: int, result: ReadResult, fast: bool | None = None,
+                 keys: bool = False):
         self.source = source
         self.max_line_bytes = max_line_bytes
         self.result = result
         self.fast = FAST_PATH if fast is None else fast
+        self.keys = keys
 
     def parse(self, lines: list[bytes], first_line: int) -> pl.DataFrame | None:
+        df = self._parse_block(lines, first_line)
+        return with_keys(df) if self.keys and df is not None else df
+
+    def _parse_block(self, lines: list[bytes], first_line: int) -> pl.DataFrame | None:
         # The loop allocates millions of short-lived containers; Python's cyclic GC would rescan the growing
         # column lists again and again (it doubled the read time). Nothing here makes cycles.
         enabled = gc.isenabled()
@@ -384,7 +412,7 @@ _KNOWN_FIELDS = frozenset(
 )
 
 
-def empty_events() -> pl.DataFrame:
+def empty_events(keys: bool = False) -> pl.DataFrame:
     schema = {
         "type": pl.String, "event_id": pl.String, "ts": pl.Int64, "user_id": pl.String, "session_id": pl.String,
         "tenant": pl.String, "tags": pl.List(pl.String), "request_id": pl.String, "generation_id": pl.String,
@@ -393,7 +421,8 @@ def empty_events() -> pl.DataFrame:
         "new_request_id": pl.String, "params": pl.String, "extra": pl.String, "source": pl.String,
         "line": pl.Int64,
     }
-    return pl.DataFrame(schema=schema)
+    empty = pl.DataFrame(schema=schema)
+    return with_keys(empty) if keys else empty
 
 
 def read_events(
@@ -404,6 +433,7 @@ def read_events(
     workers: int | None = None,
     fast: bool | None = None,
     spill_dir: str | os.PathLike | None = None,
+    keys: bool = False,
 ) -> ReadResult:
     """Read every input; return valid events (one row each, in input order), quarantined lines and counts.
 
@@ -412,22 +442,27 @@ def read_events(
     the msgspec path with the Python path for the lines it leaves (default when msgspec is installed) or the
     Python path for every line; both give the same result. With `spill_dir`, the texts
     (`data.textspill.SPILLED_COLUMNS`) are written there block by block as they are read and mapped back at the
-    end: memory holds only the other columns, and `result.texts` gathers texts without keeping their pages."""
+    end: memory holds only the other columns, and `result.texts` gathers texts without keeping their pages.
+    With `keys`, the table also has `KEY_COLUMNS` (64-bit keys of the ids), `type` is an Enum and `source` an Enum
+    of the files read: the compact form the build's rules work on."""
     fast = FAST_PATH if fast is None else fast
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files = expand_inputs(paths)
     workers = workers or min(os.cpu_count() or 1, 4)
-    result = ReadResult(events=empty_events())
+    result = ReadResult(events=empty_events(keys))
     spill = TextSpill(spill_dir) if spill_dir is not None else None
     frames: list[pl.DataFrame] = []
+    # One small integer per row instead of the file's name (the same for millions of rows).
+    source = pl.Enum(files) if keys else pl.String
     for path in files:
         info = InputFile(path=path)
+        first = len(frames)
         if workers > 1 and _splittable(path) and not path.endswith(".parquet"):
-            frames.extend(_read_parallel(path, max_line_bytes, workers, result, info, progress, fast, spill))
+            frames.extend(_read_parallel(path, max_line_bytes, workers, result, info, progress, fast, spill, keys))
         else:
             segment = spill.segment() if spill is not None else None
-            parser = _BlockParser(path, max_line_bytes, result, fast)
+            parser = _BlockParser(path, max_line_bytes, result, fast, keys)
             if path.endswith(".parquet"):
                 blocks = _read_parquet(path, parser, info)
             else:
@@ -435,6 +470,8 @@ def read_events(
             frames.extend(segment.take(df) if segment is not None else df for df in blocks)
             if segment is not None:
                 segment.close()
+        if keys:
+            frames[first:] = [df.with_columns(source=pl.lit(path, dtype=source)) for df in frames[first:]]
         # Hashed after it was parsed (from the page cache), on a thread: it overlaps the next file and the
         # build's rules, which leave a core free, rather than the parse, which keeps both busy.
         info.digest = _start_hash(path) if hash_inputs else ""
@@ -448,7 +485,8 @@ def read_events(
         for name in events.columns:
             events = events.with_columns(events.get_column(name).rechunk())
         if spill is not None:
-            events = pl.concat([events, spill.open(len(events))], how="horizontal").select(EVENT_COLUMNS)
+            events = pl.concat([events, spill.open(len(events))], how="horizontal")
+        events = events.select(EVENT_COLUMNS + (KEY_COLUMNS if keys else []))
         result.events = events
     result.texts = spill
     return result
@@ -494,11 +532,11 @@ def _iter_range_blocks(path: str, start: int, end: int, block_bytes: int = BLOCK
 
 
 def _read_range(path: str, start: int, end: int, max_line_bytes: int, progress=None, fast: bool = True,
-                segment: SegmentWriter | None = None) -> dict:
+                segment: SegmentWriter | None = None, keys: bool = False) -> dict:
     """One byte range of a file, with line numbers counted from the range's first line (1-based); with `segment`,
     the text columns go to its file and the table holds the rest."""
     result = ReadResult(events=empty_events())
-    parser = _BlockParser(path, max_line_bytes, result, fast)
+    parser = _BlockParser(path, max_line_bytes, result, fast, keys)
     frames = []
     n = 0
     for lines in _iter_range_blocks(path, start, end):
@@ -519,7 +557,8 @@ def _range_worker_main(argv: list[str]) -> None:
     """Entry point of a reader subprocess: read one byte range, leave the table and the rest in `outdir`."""
     path, start, end, max_line_bytes, outdir = argv[0], int(argv[1]), int(argv[2]), int(argv[3]), Path(argv[4])
     segment = SegmentWriter(argv[6]) if argv[6] != "-" else None
-    part = _read_range(path, start, end, max_line_bytes, fast=argv[5] == "fast", segment=segment)
+    part = _read_range(path, start, end, max_line_bytes, fast=argv[5] == "fast", segment=segment,
+                       keys=argv[7] == "keys")
     if part["events"] is not None:
         part["events"].write_ipc(outdir / "events.arrow", compression="uncompressed")
     meta = {"quarantine": [q.to_dict() for q in part["quarantine"]], "blank": part["blank"],
@@ -540,7 +579,7 @@ def _handover_dir(file_bytes: int) -> str | None:
 
 
 def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadResult, info: InputFile,
-                   progress, fast: bool, spill: TextSpill | None = None) -> list[pl.DataFrame]:
+                   progress, fast: bool, spill: TextSpill | None = None, keys: bool = False) -> list[pl.DataFrame]:
     """Ranges 2..n in plain subprocesses (not multiprocessing: spawn would re-run the caller's __main__, fork
     does not mix with Polars' threads), range 1 here; the subprocesses hand back Arrow IPC files."""
     import subprocess
@@ -559,9 +598,10 @@ def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadRes
             code = "import sys; from data.events import _range_worker_main; _range_worker_main(sys.argv[1:])"
             procs.append((out, subprocess.Popen(
                 [sys.executable, "-c", code, local, str(a), str(b), str(max_line_bytes), str(out),
-                 "fast" if fast else "python", str(spill.segment_path()) if spill is not None else "-"],
+                 "fast" if fast else "python", str(spill.segment_path()) if spill is not None else "-",
+                 "keys" if keys else "-"],
                 cwd=str(Path(__file__).resolve().parents[1]), stderr=subprocess.PIPE)))
-        parts = [_read_range(local, *ranges[0], max_line_bytes, progress, fast, first)]
+        parts = [_read_range(local, *ranges[0], max_line_bytes, progress, fast, first, keys)]
         for out, proc in procs:
             _, err = proc.communicate()
             if proc.returncode != 0:

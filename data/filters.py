@@ -54,17 +54,20 @@ def event_features(events: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-Take = Callable[[pl.Series, pl.Series], pl.Series]
+Take = Callable[[pl.Series | pl.DataFrame, pl.Series], pl.Series | pl.DataFrame]
 
 
-def gather_rows(column: pl.Series, rows: pl.Series) -> pl.Series:
+def gather_rows(column: pl.Series | pl.DataFrame, rows: pl.Series) -> pl.Series | pl.DataFrame:
+    if isinstance(column, pl.DataFrame):
+        return column.select(pl.all().gather(rows))
     return column.gather(rows)
 
 
 def gather_text(events: pl.DataFrame, rows: pl.Series, take: Take = gather_rows) -> pl.Series:
-    """The text an event row holds (a generation's output or an edit's edited_output). `take(column, rows)`
+    """The text an event row holds (a generation's output or an edit's edited_output). `take(columns, rows)`
     gathers (the build passes one that reads texts kept on disk window by window)."""
-    return pl.select(pl.coalesce(take(events["output"], rows), take(events["edited_output"], rows))).to_series()
+    both = take(events.select("output", "edited_output"), rows)
+    return both.select(pl.coalesce("output", "edited_output")).to_series()
 
 
 def empty_outputs(df: pl.DataFrame, kind: str) -> pl.DataFrame:
@@ -163,15 +166,15 @@ def exact_duplicates(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
 
 def near_duplicate_prompts(df: pl.DataFrame, events: pl.DataFrame, take: Take = gather_rows) -> pl.DataFrame:
     """Keep the examples of one turn per normalised prompt text (the earliest turn)."""
-    live = df.with_row_index("_i").filter(_alive()).select("_i", "prompt_row", "request_id", "ts")
+    live = df.with_row_index("_i").filter(_alive()).select("_i", "prompt_row", "request_key", "ts")
     if live.is_empty():
         return df
     prompts = take(events["messages"], live["prompt_row"])
     key = pl.select(normalised(pl.lit(prompts).list.eval(pl.element().struct.field("content")).list.join(" "))
                     .hash(17)).to_series()
     live = live.with_columns(_nk=key).sort("ts", "_i")
-    live = live.with_columns(_first=pl.col("request_id").first().over("_nk"))
-    return _mark_rows(df, live.filter(pl.col("request_id") != pl.col("_first"))["_i"], "near_duplicate_prompt")
+    live = live.with_columns(_first=pl.col("request_key").first().over("_nk"))
+    return _mark_rows(df, live.filter(pl.col("request_key") != pl.col("_first"))["_i"], "near_duplicate_prompt")
 
 
 def regeneration_cap(df: pl.DataFrame, cap: int) -> pl.DataFrame:
@@ -179,7 +182,7 @@ def regeneration_cap(df: pl.DataFrame, cap: int) -> pl.DataFrame:
     if cap <= 0:
         return df
     ranked = df.with_row_index("_i").filter(_alive() & pl.col("_rank").is_not_null()).sort("_rank", "_i")
-    over = ranked.filter(pl.int_range(pl.len()).over("request_id") >= cap)["_i"]
+    over = ranked.filter(pl.int_range(pl.len()).over("request_key") >= cap)["_i"]
     return _mark_rows(df, over, "regeneration_cap")
 
 

@@ -44,11 +44,15 @@ def _latest_first(df: pl.DataFrame) -> pl.DataFrame:
 
 def dedupe_events(events: pl.DataFrame) -> tuple[pl.Series, pl.DataFrame]:
     """Same event_id twice: same content -> duplicate (the first copy in input order is kept); other content ->
-    every copy is a conflict. Returns (rows of the repeated copies, full rows of the conflicting copies)."""
-    dups = events.filter(pl.col("event_id").is_duplicated())
+    every copy is a conflict. Returns (rows of the repeated copies, full rows of the conflicting copies).
+
+    The candidates are found by key (`event_key` where the table has keys), then grouped by the id strings
+    themselves: two ids that share a key are never taken for copies of one event."""
+    by = "event_key" if "event_key" in events.columns else "event_id"
+    dups = events.filter(pl.col(by).is_duplicated())
     if dups.is_empty():
         return pl.Series("row", [], pl.UInt32), dups
-    content = [c for c in events.columns if c not in ("row", "source", "line")]
+    content = [c for c in events.columns if c not in ("row", "source", "line") and not c.endswith("_key")]
     dups = dups.with_columns(_h=pl.struct(content).hash(7))
     dups = dups.with_columns(_v=pl.col("_h").n_unique().over("event_id"))
     conflicting = dups.filter(pl.col("_v") > 1).drop("_h", "_v")
@@ -64,17 +68,18 @@ def link_events(events: pl.DataFrame, drops: Drops) -> tuple[pl.DataFrame, pl.Da
     Adds `gen_user`, `gen_tenant` (owner and tenant of the generation or request a row is about) and `gen_row`
     (the row of the generation a row is about) to every row. Returns (linked events, orphans)."""
     gens = events.filter(pl.col("type") == "generation")
-    reused = gens.filter(pl.col("generation_id").is_duplicated()).sort("ts", "row")  # usually none
-    second = reused.filter(~pl.col("generation_id").is_first_distinct())
+    reused = gens.filter(pl.col("generation_key").is_duplicated()).sort("ts", "row")  # usually none
+    second = reused.filter(~pl.col("generation_key").is_first_distinct())
     drops.add(second, "duplicate_generation_id")
     events = events.filter(~pl.col("row").is_in(second["row"].implode()))
     gens = gens.filter(~pl.col("row").is_in(second["row"].implode()))
 
-    by_gen = gens.select("generation_id", pl.col("user_id").alias("gen_user"), pl.col("tenant").alias("gen_tenant"),
-                         pl.col("request_id").alias("gen_request"), pl.col("row").alias("gen_row"))
-    by_req = (gens.group_by("request_id").agg(pl.col("user_id").first().alias("req_user"),
-                                             pl.col("tenant").first().alias("req_tenant")))
-    events = events.join(by_gen, on="generation_id", how="left").join(by_req, on="request_id", how="left")
+    by_gen = gens.select("generation_key", pl.col("user_key").alias("gen_user"),
+                         pl.col("tenant_key").alias("gen_tenant"), pl.col("request_key").alias("gen_request"),
+                         pl.col("row").alias("gen_row"))
+    by_req = (gens.group_by("request_key").agg(pl.col("user_key").first().alias("req_user"),
+                                              pl.col("tenant_key").first().alias("req_tenant")))
+    events = events.join(by_gen, on="generation_key", how="left").join(by_req, on="request_key", how="left")
     on_gen = pl.col("type").is_in(["edit", "regenerate", "accept", "rating"])
     on_req = pl.col("type").is_in(["rephrase", "abandon"])
     orphan = (on_gen & pl.col("gen_user").is_null()) | (on_req & pl.col("req_user").is_null())
@@ -83,17 +88,18 @@ def link_events(events: pl.DataFrame, drops: Drops) -> tuple[pl.DataFrame, pl.Da
     events = split_off(events, orphan, "orphan", drops)
     # Regenerations of one turn share its request_id; a request whose generations name different users or
     # sessions cannot be put on one side of a split, so none of it is used.
-    spread = gens.group_by("request_id").agg(
-        ((pl.col("user_id").n_unique() > 1) | (pl.col("session_id").n_unique() > 1)).alias("_bad"))
-    bad = spread.filter(pl.col("_bad"))["request_id"].implode()
-    events = split_off(events, (pl.col("type") == "generation") & pl.col("request_id").is_in(bad)
+    spread = gens.group_by("request_key").agg(
+        ((pl.col("user_key").n_unique() > 1) | (pl.col("session_key").n_unique() > 1)).alias("_bad"))
+    bad = spread.filter(pl.col("_bad"))["request_key"].implode()
+    events = split_off(events, (pl.col("type") == "generation") & pl.col("request_key").is_in(bad)
                        | on_gen & pl.col("gen_request").is_in(bad)
-                       | on_req & pl.col("request_id").is_in(bad), "inconsistent_request", drops)
+                       | on_req & pl.col("request_key").is_in(bad), "inconsistent_request", drops)
     events = events.with_columns(
-        gen_user=pl.when(on_req).then(pl.col("req_user")).otherwise(pl.col("gen_user")).fill_null(pl.col("user_id")),
-        gen_tenant=pl.when(pl.col("type") == "generation").then(pl.col("tenant"))
+        gen_user=pl.when(on_req).then(pl.col("req_user")).otherwise(pl.col("gen_user"))
+        .fill_null(pl.col("user_key")),
+        gen_tenant=pl.when(pl.col("type") == "generation").then(pl.col("tenant_key"))
         .when(on_req).then(pl.col("req_tenant")).when(on_gen).then(pl.col("gen_tenant"))
-        .otherwise(pl.col("tenant")),
+        .otherwise(pl.col("tenant_key")),
     ).drop("req_user", "req_tenant", "gen_request")
     return events, orphans
 
@@ -103,9 +109,9 @@ def apply_forget(events: pl.DataFrame, drops: Drops) -> tuple[pl.DataFrame, pl.D
 
     Returns (remaining events without forget rows, the forget rows themselves, forgotten users)."""
     forget_rows = events.filter(pl.col("type") == "forget")
-    forgotten = forget_rows["user_id"].unique()
+    forgotten = forget_rows["user_key"].unique()
     events = events.filter(pl.col("type") != "forget")
-    gone = pl.col("user_id").is_in(forgotten.implode()) | pl.col("gen_user").is_in(forgotten.implode())
+    gone = pl.col("user_key").is_in(forgotten.implode()) | pl.col("gen_user").is_in(forgotten.implode())
     events = split_off(events, gone, "forgotten_user", drops)
     return events, forget_rows, set(forgotten.to_list())
 
@@ -118,8 +124,8 @@ def tenants_of(events: pl.DataFrame) -> dict[str | None, int]:
 def supersede(events: pl.DataFrame, drops: Drops) -> pl.DataFrame:
     """One signal of each kind per target: the latest edit/rating/accept/regenerate of a generation counts, the
     latest rephrase/abandon of a request counts; the earlier ones are dropped as superseded."""
-    target = pl.when(pl.col("type").is_in(["rephrase", "abandon"])).then(pl.col("request_id")) \
-        .otherwise(pl.col("generation_id"))
+    target = pl.when(pl.col("type").is_in(["rephrase", "abandon"])).then(pl.col("request_key")) \
+        .otherwise(pl.col("generation_key"))
     feedback = events.filter(pl.col("type") != "generation").select("row", "type", "ts", _target=target)
     # Only targets with several signals of one kind need ordering.
     several = feedback.filter(pl.len().over("type", "_target") > 1)
@@ -129,15 +135,16 @@ def supersede(events: pl.DataFrame, drops: Drops) -> pl.DataFrame:
     return events.filter(~pl.col("row").is_in(stale["row"].implode()))
 
 
-# What the rules after dedupe read (each step copies these rows, so no column more: event_id served dedupe, and
-# new_request_id is in no rule).
-LIGHT_COLUMNS = ["row", "type", "ts", "user_id", "session_id", "tenant", "request_id", "generation_id", "value"]
+# What the rules after dedupe read (each step copies these rows, so no column more: event_key served dedupe, and
+# new_request_id is in no rule). Ids as 64-bit keys (data.events.KEY_COLUMNS): the strings wait on disk.
+LIGHT_COLUMNS = ["row", "type", "ts", "user_key", "session_key", "tenant_key", "request_key", "generation_key",
+                 "value"]
 
 
 def generation_table(events: pl.DataFrame) -> pl.DataFrame:
     """One row per generation (`row`), with the rows of the (latest) feedback on it and of the turn-level signals
     of its request. Only ids and row numbers: texts stay in the event table until the write."""
-    gens = events.filter(pl.col("type") == "generation").select("row", "generation_id", "request_id", "ts")
+    gens = events.filter(pl.col("type") == "generation").select("row", "generation_key", "request_key", "ts")
 
     # Joined on the generation's row number (set by link_events): integer joins, not string ones.
     def feedback(t: str, *cols: pl.Expr | str) -> pl.DataFrame:
@@ -149,11 +156,11 @@ def generation_table(events: pl.DataFrame) -> pl.DataFrame:
             .join(feedback("regenerate"), on="row", how="left")
             .join(feedback("rating", "value"), on="row", how="left"))
     # Turn-level: the last generation of a request is the one a rephrase or an abandon judges.
-    last = gens.sort("ts", "row").group_by("request_id").agg(pl.col("row").last())["row"]
+    last = gens.sort("ts", "row").group_by("request_key").agg(pl.col("row").last())["row"]
     gens = gens.with_columns(is_last=pl.col("row").is_in(last.implode()))
     for t in ("rephrase", "abandon"):
-        turn = events.filter(pl.col("type") == t).select("request_id", pl.col("row").alias(f"{t}_row"))
-        gens = gens.join(turn, on="request_id", how="left").with_columns(
+        turn = events.filter(pl.col("type") == t).select("request_key", pl.col("row").alias(f"{t}_row"))
+        gens = gens.join(turn, on="request_key", how="left").with_columns(
             pl.when(pl.col("is_last")).then(pl.col(f"{t}_row")).alias(f"{t}_row"))
     return gens
 
@@ -177,7 +184,7 @@ def final_answers(gens: pl.DataFrame) -> pl.DataFrame:
         _accepted=pl.col("accept_row").is_not_null(),
         _when=pl.when(pl.col("accept_row").is_not_null()).then(pl.col("accept_ts")).otherwise(pl.col("edit_ts")),
     ).sort(["_accepted", "_when", "row"], descending=[True, True, True])
-    finals = cands.unique(subset="request_id", keep="first", maintain_order=True).drop("_accepted", "_when")
+    finals = cands.unique(subset="request_key", keep="first", maintain_order=True).drop("_accepted", "_when")
     return finals.with_columns(final_row=pl.coalesce("edit_row", "row"),
                                final_is_edit=pl.col("edit_row").is_not_null())
 
@@ -200,11 +207,11 @@ def dpo_examples(gens: pl.DataFrame, finals: pl.DataFrame) -> pl.DataFrame:
         pl.col("row").alias("prompt_row"), pl.col("edit_row").alias("text_row"),
         pl.col("row").alias("rejected_row"), pl.col("row").alias("meta_row"), pl.lit("edit").alias("signal"),
         *_src("row", "edit_row"), pl.lit(None, pl.Int64).alias("_rank"))
-    f = finals.select("request_id", "final_row", "final_is_edit", pl.col("row").alias("f_row"),
+    f = finals.select("request_key", "final_row", "final_is_edit", pl.col("row").alias("f_row"),
                       pl.col("accept_row").alias("f_accept"), pl.col("edit_row").alias("f_edit"))
     away = gens.filter(pl.col("regenerate_row").is_not_null()).select(
-        "request_id", pl.col("ts").alias("r_ts"), pl.col("row").alias("r_row"), "regenerate_row")
-    pairs = away.join(f, on="request_id", how="inner").filter(pl.col("r_row") != pl.col("f_row"))
+        "request_key", pl.col("ts").alias("r_ts"), pl.col("row").alias("r_row"), "regenerate_row")
+    pairs = away.join(f, on="request_key", how="inner").filter(pl.col("r_row") != pl.col("f_row"))
     over_final = pairs.select(
         pl.col("f_row").alias("prompt_row"), pl.col("final_row").alias("text_row"),
         pl.col("r_row").alias("rejected_row"), pl.col("r_row").alias("meta_row"), pl.lit("regenerate").alias("signal"),
@@ -254,6 +261,6 @@ def attach(examples: pl.DataFrame, features: pl.DataFrame, meta: pl.DataFrame, k
         rej = examples["rejected_row"]
         cols += [features["tk"].gather(rej).alias("_rk"), features["tlen"].gather(rej).alias("_rlen"),
                  features["tblank"].gather(rej).alias("_rblank")]
-    m = meta.select("request_id", "session_id", "user_id", "ts", "generation_id")
+    m = meta.select("request_key", "session_key", "user_key", "ts", "generation_key")
     cols += [m[c].gather(idx["meta_row"]) for c in m.columns]
     return examples.with_columns(cols).with_columns(drop=pl.lit(None, pl.String))

@@ -33,11 +33,16 @@ def cutoff_ms(value: str | int | None) -> int | None:
     return ms
 
 
-def assign_split(tables: dict[str, pl.DataFrame], cfg: BuildConfig) -> dict[str, pl.DataFrame]:
-    unit = "user_id" if cfg.split_by == "user" else "session_id"
-    units = pl.concat([t.select(unit) for t in tables.values()]).unique()[unit].to_list()
-    test_units = [u for u in units if stable_fraction(u, cfg.split_seed) < cfg.test_fraction]
-    test_set = pl.Series(test_units, dtype=pl.String).implode()
+def assign_split(tables: dict[str, pl.DataFrame], cfg: BuildConfig, events: pl.DataFrame,
+                 take=None) -> dict[str, pl.DataFrame]:
+    """Examples carry the unit as a key (`user_key`, `session_key`); the unit's id string, which the hash needs,
+    is read from the event table (`take(column, rows)` gathers) for one example of each unit."""
+    unit = "user_key" if cfg.split_by == "user" else "session_key"
+    take = take or (lambda column, rows: column.gather(rows))
+    units = pl.concat([t.select(unit, "meta_row") for t in tables.values()]).unique(subset=unit, keep="first")
+    ids = take(events[unit.replace("_key", "_id")], units["meta_row"]).to_list()
+    test = [k for k, u in zip(units[unit].to_list(), ids) if stable_fraction(u, cfg.split_seed) < cfg.test_fraction]
+    test_set = pl.Series(test, dtype=pl.UInt64).implode()
     cut = cutoff_ms(cfg.time_cutoff)
     out = {}
     for kind, df in tables.items():

@@ -1,9 +1,10 @@
-"""The event texts kept on disk between the read and the write, so the build's memory does not grow with them.
+"""The event texts and ids kept on disk between the read and the write, so the build's memory does not grow with them.
 
-The rules need every event's ids at once (feedback may come anywhere, in any file), but the texts (prompts,
-outputs, edits, comments, params) only at the end: to compute per-event features, to read the edit pairs and to
-write the datasets. The reader therefore appends each block's `SPILLED_COLUMNS` to an Arrow IPC file (one per input
-range, in row order) and keeps only ids, times, tags, models and line numbers in memory; `TextSpill.open()` maps the
+The rules need every event's ids at once (feedback may come anywhere, in any file), but only to compare them: they
+work on 64-bit keys of the ids. The texts (prompts, outputs, edits, comments, params) and the id strings are needed
+only at the end: to compute per-event features, to read the edit pairs and to write the datasets. The reader
+therefore appends each block's `SPILLED_COLUMNS` to an Arrow IPC file (one per input range, in row order) and keeps
+only keys, types, times, ratings and line numbers in memory; `TextSpill.open()` maps the
 files back as zero-copy Polars columns, so the event table looks the same to every step. Pages of a mapped file
 count in the process's RSS once touched, so the steps that read texts gather them one record batch at a time
 (`TextSpill.gather`) and hand the pages back as they go: they stay in the page cache, which the kernel may evict.
@@ -18,10 +19,11 @@ from pathlib import Path
 
 import polars as pl
 
-# The metadata columns copied into examples as they are (tags, model_base, model_adapter) stay in memory: gathered
-# from several chunks, Polars leaves other bits past the end of a validity bitmap, and the datasets' bytes would
-# change.
-SPILLED_COLUMNS = ["messages", "output", "edited_output", "comment", "model_revision", "params", "extra"]
+# Every string column: the texts, and the ids and models the examples copy (the rules work on 64-bit keys of the
+# ids, `data.events.KEY_COLUMNS`). What stays in memory is a few bytes of numbers per event.
+SPILLED_COLUMNS = ["messages", "output", "edited_output", "comment", "model_revision", "params", "extra",
+                   "event_id", "user_id", "session_id", "tenant", "tags", "request_id", "generation_id",
+                   "model_base", "model_adapter", "new_request_id"]
 # Blocks are gathered into record batches of about this size: gathers over a column with few chunks are fast, and
 # only this much text is ever held in memory by a writer.
 BATCH_BYTES = 32 << 20
@@ -109,16 +111,23 @@ class TextSpill:
             raise RuntimeError(f"text spill holds {len(texts)} rows for {rows} events")
         return texts
 
-    def gather(self, column: pl.Series, rows: pl.Series) -> pl.Series:
-        """`column.gather(rows)` for a mapped column, one record batch at a time in file order (Polars gathers
-        from one chunk ~20x faster than across several). A gather's texts still point into the map; when the rows
-        are spread over more than two batches (a shuffled split, every edit pair), each batch's texts are copied
-        out and its pages handed back before the next, so such a gather never maps the whole file at once. The
-        caller hands back the pages of a narrow gather once it has used the texts (`release_over`)."""
+    def gather(self, column: pl.Series | pl.DataFrame, rows: pl.Series) -> pl.Series | pl.DataFrame:
+        """`column.gather(rows)` for a mapped column (or a frame of mapped columns, gathered together: one pass
+        over the files for all of them), one record batch at a time in file order (Polars gathers from one chunk
+        ~20x faster than across several). A gather's texts still point into the map; when the rows are spread over
+        more than two batches (a shuffled split, every edit pair), each batch's texts are copied out and its pages
+        handed back before the next, so such a gather never maps the whole file at once. The caller hands back
+        the pages of a narrow gather once it has used the texts (`release_over`)."""
+        frame = column if isinstance(column, pl.DataFrame) else column.to_frame()
         if len(rows) <= 1 or rows.null_count():
-            return column.gather(rows)
-        chunks = column.get_chunks()
-        starts = list(accumulate((len(c) for c in chunks), initial=0))
+            out = frame.select(pl.all().gather(rows))
+        else:
+            out = self._gather_by_batch(frame, rows)
+        return out if isinstance(column, pl.DataFrame) else out.to_series().alias(column.name)
+
+    def _gather_by_batch(self, frame: pl.DataFrame, rows: pl.Series) -> pl.DataFrame:
+        # The spilled columns share one layout: a chunk per record batch.
+        starts = list(accumulate((len(c) for c in frame.to_series(0).get_chunks()), initial=0))
         rows = rows.cast(pl.UInt32)
         order = rows.arg_sort()
         in_order = rows.gather(order)
@@ -126,14 +135,15 @@ class TextSpill:
         spread = len(batch_of) > 2
         pieces, at = [], 0
         for n, k in zip(batch_of.struct.field("len").to_list(), batch_of.struct.field("value").to_list()):
-            piece = chunks[k].gather(in_order.slice(at, n) - starts[k])
+            chunk = frame.slice(starts[k], starts[k + 1] - starts[k])
+            piece = chunk.select(pl.all().gather(in_order.slice(at, n) - starts[k]))
             at += n
             if spread:
                 pieces.append(pl.from_arrow(piece.to_arrow(compat_level=pl.CompatLevel.oldest())))  # a copy
                 self.release_over(WINDOW_RELEASE_BYTES)
             else:
                 pieces.append(piece)
-        return pl.concat(pieces, rechunk=True).gather(order.arg_sort()).alias(column.name)
+        return pl.concat(pieces, rechunk=True).select(pl.all().gather(order.arg_sort()))
 
     def release(self) -> None:
         """Hand the mapped pages back to the page cache (they are read again from it when touched)."""

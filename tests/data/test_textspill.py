@@ -83,17 +83,34 @@ def test_events_read_with_texts_on_disk_equal_those_in_memory(tmp_path, monkeypa
     paths = [tmp_path / "a.jsonl", tmp_path / "b.jsonl"]
     for path in paths:
         _log_with_every_kind_of_line(path)
-    in_memory = ev.read_events(paths)
+    in_memory = {keys: ev.read_events(paths, keys=keys) for keys in (False, True)}
     _small_batches(monkeypatch)
     for parallel_from in (64 << 20, 1):
         monkeypatch.setattr(ev, "PARALLEL_MIN_BYTES", parallel_from)
-        folder = tmp_path / f"spill{parallel_from}"
-        folder.mkdir()
-        spilled = ev.read_events(paths, spill_dir=folder)
-        assert len(list(folder.glob("*.arrow"))) >= 2
-        assert spilled.events["messages"].n_chunks() > 4  # a record batch per block, mapped as it is
-        assert_frame_equal(spilled.events, in_memory.events)
-        assert spilled.texts is not None and in_memory.texts is None
+        for keys in (False, True):
+            folder = tmp_path / f"spill{parallel_from}-{keys}"
+            folder.mkdir()
+            spilled = ev.read_events(paths, spill_dir=folder, keys=keys)
+            assert len(list(folder.glob("*.arrow"))) >= 2
+            assert spilled.events["messages"].n_chunks() > 4  # a record batch per block, mapped as it is
+            assert_frame_equal(spilled.events, in_memory[keys].events)
+            assert spilled.texts is not None and in_memory[keys].texts is None
+
+
+def test_the_keyed_table_holds_only_numbers_in_memory(tmp_path):
+    """What the build reads: every string column mapped from disk; in memory, types, times, ratings, files, lines
+    and the ids' 64-bit keys, which equal the keys of the strings."""
+    path = tmp_path / "log.jsonl"
+    _log_with_every_kind_of_line(path)
+    read = ev.read_events([path], spill_dir=tmp_path, keys=True)
+    events = read.events
+    in_memory = [c for c in events.columns if c not in textspill.SPILLED_COLUMNS]
+    assert sorted(in_memory) == sorted(["type", "ts", "value", "source", "line"] + ev.KEY_COLUMNS)
+    assert all(events[c].dtype in (pl.Int8, pl.Int64, pl.UInt64) or isinstance(events[c].dtype, pl.Enum)
+               for c in in_memory)
+    for key, name in ev.KEYED_IDS.items():
+        assert_series_equal(events[key], events.select(ev.id_key(name)).to_series(), check_names=False)
+        assert events[key].null_count() == events[name].null_count()
 
 
 def test_gather_batch_by_batch_equals_a_plain_gather(tmp_path, monkeypatch):
