@@ -77,6 +77,16 @@ def empty_outputs(df: pl.DataFrame, kind: str) -> pl.DataFrame:
     return mark(df, empty, "empty_output")
 
 
+# Filters that read texts do it this many examples at a time: only one slice of texts is ever held in memory.
+TEXT_SLICE_ROWS = 50_000
+
+
+def _in_slices(live: pl.DataFrame, fn: Callable[[pl.DataFrame], pl.Series]) -> pl.Series:
+    """fn over slices of `live`, results concatenated: what a text-reading filter holds is one slice's texts."""
+    parts = [fn(live.slice(start, TEXT_SLICE_ROWS)) for start in range(0, len(live), TEXT_SLICE_ROWS)]
+    return pl.concat(parts) if parts else pl.Series([], dtype=pl.UInt32)
+
+
 def trivial_pairs(df: pl.DataFrame, events: pl.DataFrame, min_edit_chars: int,
                   take: Take = gather_rows) -> pl.DataFrame:
     """An edit that changes only whitespace/case/punctuation, or fewer than `min_edit_chars` characters, says
@@ -87,6 +97,12 @@ def trivial_pairs(df: pl.DataFrame, events: pl.DataFrame, min_edit_chars: int,
         "_i", "text_row", "rejected_row")
     if live.is_empty():
         return df
+    return _mark_rows(df, _in_slices(live, lambda part: _trivial_edits(part, events, min_edit_chars, take)),
+                      "trivial_edit")
+
+
+def _trivial_edits(live: pl.DataFrame, events: pl.DataFrame, min_edit_chars: int, take: Take) -> pl.Series:
+    """The `_i` of the edit pairs in `live` that change nothing that counts."""
     chosen = gather_text(events, live["text_row"], take)
     rejected = gather_text(events, live["rejected_row"], take)
     # The two normalisations (regex replacements over every edit pair's texts) run on two threads.
@@ -95,16 +111,15 @@ def trivial_pairs(df: pl.DataFrame, events: pl.DataFrame, min_edit_chars: int,
     with cf.ThreadPoolExecutor(max_workers=2) as pool:
         a, b = pool.map(lambda s: pl.select(normalised(pl.lit(s))).to_series(), (chosen, rejected))
     same = a == b
-    df = _mark_rows(df, live["_i"].filter(same), "trivial_edit")
+    trivial = live["_i"].filter(same)
     if min_edit_chars > 0:
         from rapidfuzz.distance import Levenshtein
         from rapidfuzz.process import cpdist
 
         dist = cpdist(chosen.filter(~same).to_list(), rejected.filter(~same).to_list(),
                       scorer=Levenshtein.distance, score_cutoff=min_edit_chars, workers=1)
-        small = live["_i"].filter(~same).filter(pl.Series(dist < min_edit_chars))
-        df = _mark_rows(df, small, "trivial_edit")
-    return df
+        trivial = pl.concat([trivial, live["_i"].filter(~same).filter(pl.Series(dist < min_edit_chars))])
+    return trivial
 
 
 def length_limits(df: pl.DataFrame, kind: str, cfg: BuildConfig) -> pl.DataFrame:
@@ -123,11 +138,16 @@ def token_limits(df: pl.DataFrame, kind: str, events: pl.DataFrame, cfg: BuildCo
     """Prompt + longest completion in tokens, with a fast tokenizer in batches; only with a tokenizer path."""
     if not cfg.tokenizer or cfg.max_tokens is None:
         return df
-    from data.tokens import count_tokens
-
     live = df.with_row_index("_i").filter(_alive())
     if live.is_empty():
         return df
+    return _mark_rows(df, _in_slices(live, lambda part: _too_many_tokens(part, kind, events, cfg, take)),
+                      "too_many_tokens")
+
+
+def _too_many_tokens(live: pl.DataFrame, kind: str, events: pl.DataFrame, cfg: BuildConfig, take: Take) -> pl.Series:
+    from data.tokens import count_tokens
+
     prompts = take(events["messages"], live["prompt_row"])
     prompt_text = pl.select(pl.lit(prompts).list.eval(pl.element().struct.field("content")).list.join("\n")) \
         .to_series().to_list()
@@ -137,7 +157,7 @@ def token_limits(df: pl.DataFrame, kind: str, events: pl.DataFrame, cfg: BuildCo
         rej = count_tokens(cfg.tokenizer, gather_text(events, live["rejected_row"], take).to_list())
         longest = [max(a, b) for a, b in zip(longest, rej)]
     over = pl.Series([a + b > cfg.max_tokens for a, b in zip(n, longest)], dtype=pl.Boolean)
-    return _mark_rows(df, live["_i"].filter(over), "too_many_tokens")
+    return live["_i"].filter(over)
 
 
 def preference_conflicts(df: pl.DataFrame) -> pl.DataFrame:
@@ -169,10 +189,12 @@ def near_duplicate_prompts(df: pl.DataFrame, events: pl.DataFrame, take: Take = 
     live = df.with_row_index("_i").filter(_alive()).select("_i", "prompt_row", "request_key", "ts")
     if live.is_empty():
         return df
-    prompts = take(events["messages"], live["prompt_row"])
-    key = pl.select(normalised(pl.lit(prompts).list.eval(pl.element().struct.field("content")).list.join(" "))
-                    .hash(17)).to_series()
-    live = live.with_columns(_nk=key).sort("ts", "_i")
+    def keys(part: pl.DataFrame) -> pl.Series:
+        prompts = take(events["messages"], part["prompt_row"])
+        return pl.select(normalised(pl.lit(prompts).list.eval(pl.element().struct.field("content")).list.join(" "))
+                         .hash(17)).to_series()
+
+    live = live.with_columns(_nk=_in_slices(live, keys)).sort("ts", "_i")
     live = live.with_columns(_first=pl.col("request_key").first().over("_nk"))
     return _mark_rows(df, live.filter(pl.col("request_key") != pl.col("_first"))["_i"], "near_duplicate_prompt")
 

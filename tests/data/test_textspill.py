@@ -149,3 +149,27 @@ def test_a_full_disk_is_a_clear_error_and_leaves_the_old_output(tmp_path, monkey
         build_datasets([sample], out, test_fraction=0.3)
     assert [p.name for p in out.iterdir()] == ["previous.txt"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".build")]  # no spill or temp folder left
+
+
+def test_filters_that_read_texts_in_slices_keep_the_same_examples(build, tmp_path, monkeypatch):
+    """Trivial edits, token limits and near-duplicate prompts read their texts a slice at a time (so memory holds
+    one slice of texts): slices of 3 examples give the bytes of one slice for all."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from data import filters
+
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(tmp_path / "tokenizer.json"))
+    path = tmp_path / "log.jsonl"
+    _log_with_every_kind_of_line(path)
+    config = {"test_fraction": 0.3, "max_line_bytes": 2000, "near_duplicate_prompts": True, "min_edit_chars": 40,
+              "tokenizer": str(tmp_path), "max_tokens": 18}
+    whole = _outputs(*build([path], **config))
+    monkeypatch.setattr(filters, "TEXT_SLICE_ROWS", 3)
+    sliced = _outputs(*build([path], **config))
+    assert sliced == whole
+    drops = whole[0]["example_drops"]
+    # Each filter removed some examples and kept others, so a slice that went wrong would show.
+    assert drops["dpo"]["trivial_edit"] > 0 and drops["sft"]["near_duplicate_prompt"] > 0
+    assert drops["sft"]["too_many_tokens"] > 0 and sum(whole[0]["examples"]["sft"].values()) > 0
