@@ -210,13 +210,16 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
         if cfg.strict and len(conflicting):
             r = conflicting.row(0, named=True)
             raise StrictModeError(f"{r['source']}:{r['line']}: event_id: conflicting duplicate {r['event_id']!r}")
-        events = full.select(rules.LIGHT_COLUMNS).filter(~pl.col("row").is_in(state.dedupe_rows.implode()))
+        events = full.select(rules.LIGHT_COLUMNS)  # the same columns, not a copy
+        if len(state.dedupe_rows):
+            events = events.filter(~pl.col("row").is_in(state.dedupe_rows.implode()))
         state.event_counts = dict(sorted(events.group_by("type").len().iter_rows()))
+        # Each step copies the rows it keeps: a column goes as soon as no later step reads it.
         events, state.orphans = rules.link_events(events, state.drops)
-        events, forget_rows, _ = rules.apply_forget(events, state.drops)
+        events, forget_rows, _ = rules.apply_forget(events.drop("session_key", "tenant_key"), state.drops)
         state.applied = forget_rows["row"]
-        events = select_tenant(events, cfg, state.drops, full, _take(state))
-        events = rules.supersede(events, state.drops)
+        events = select_tenant(events.drop("user_key", "gen_user"), cfg, state.drops, full, _take(state))
+        events = rules.supersede(events.drop("gen_tenant"), state.drops)
     if cfg.redact:
         with _timed(state, "redact"):
             from data.redact import redact_events
@@ -226,17 +229,19 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
     with _timed(state, "examples"):
         features = features() if features is not None else _event_features(full, state.read.texts)
         meta = full.select("request_key", "session_key", "user_key", "ts", "generation_key")
+        # Each per-event table goes as soon as nothing reads it (together they are hundreds of bytes an event).
         gens = rules.generation_table(events)
+        del events
         finals = rules.final_answers(gens)
-        tables = {
-            "sft": rules.sft_examples(finals),
-            "dpo": rules.dpo_examples(gens, finals),
-            "kto": rules.kto_examples(gens),
-        }
-        tables = {k: rules.attach(v, features, meta, k) for k, v in tables.items()}
-        tables = {k: v if k in cfg.kinds else v.with_columns(drop=pl.lit("kind_not_built")) for k, v in tables.items()}
-        # The examples hold all they need: the per-event tables (hundreds of bytes an event) go before the filters.
-        del events, gens, finals, features, meta
+        tables = {"sft": rules.sft_examples(finals), "dpo": rules.dpo_examples(gens, finals)}
+        del finals
+        tables["kto"] = rules.kto_examples(gens)
+        del gens
+        for k in KINDS:
+            tables[k] = rules.attach(tables[k], features, meta, k)
+            if k not in cfg.kinds:
+                tables[k] = tables[k].with_columns(drop=pl.lit("kind_not_built"))
+        del features, meta
     with _timed(state, "filters"):
         tables = filters.apply_filters(tables, full, cfg, _take(state))
     with _timed(state, "split"):
@@ -274,7 +279,7 @@ def _check_keys(full: pl.DataFrame, texts) -> None:
         if not pairs:
             return
         both = pl.concat(pairs).unique()
-        clash = both.filter(pl.col("k").is_duplicated())
+        clash = rules.rows_sharing(both, ["k"])
         if len(clash):
             raise BuildError(f"two different values of {name} share the 64-bit key {clash['k'][0]} (a hash "
                              "collision, expected about once in 10^19 pairs of ids); the build cannot tell them "

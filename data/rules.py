@@ -38,6 +38,17 @@ def split_off(df: pl.DataFrame, mask: pl.Expr, reason: str, drops: Drops) -> pl.
     return df.filter(~mask)
 
 
+def rows_sharing(df: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    """The rows of `df` whose `by` values occur more than once (in `by` order). Found by sorting: Polars'
+    is_duplicated() holds ~75 bytes a row of hash groups (300 MB at 4M events), a sort ~30."""
+    if df.is_empty():
+        return df
+    df = df.sort(by)
+    same_prev = pl.all_horizontal(pl.col(c).eq_missing(pl.col(c).shift(1)) for c in by).fill_null(False)
+    same_next = pl.all_horizontal(pl.col(c).eq_missing(pl.col(c).shift(-1)) for c in by).fill_null(False)
+    return df.filter(same_prev | same_next)
+
+
 def _latest_first(df: pl.DataFrame) -> pl.DataFrame:
     return df.sort(["ts", "row"], descending=[True, True])
 
@@ -50,7 +61,7 @@ def dedupe_events(events: pl.DataFrame, rows_of=None) -> tuple[pl.Series, pl.Dat
     themselves: two ids that share a key are never taken for copies of one event. `rows_of(events, rows)` reads
     the candidates' full rows (the build's reads them from disk)."""
     by = "event_key" if "event_key" in events.columns else "event_id"
-    rows = events.select("row", by).filter(pl.col(by).is_duplicated())["row"]
+    rows = rows_sharing(events.select("row", by), [by])["row"].sort()
     dups = rows_of(events, rows) if rows_of is not None else events.filter(pl.col("row").is_in(rows.implode()))
     if dups.is_empty():
         return pl.Series("row", [], pl.UInt32), dups
@@ -69,33 +80,44 @@ def link_events(events: pl.DataFrame, drops: Drops) -> tuple[pl.DataFrame, pl.Da
 
     Adds `gen_user`, `gen_tenant` (owner and tenant of the generation or request a row is about) and `gen_row`
     (the row of the generation a row is about) to every row. Returns (linked events, orphans)."""
-    gens = events.filter(pl.col("type") == "generation")
-    reused = gens.filter(pl.col("generation_key").is_duplicated()).sort("ts", "row")  # usually none
+    gens = events.filter(pl.col("type") == "generation").select(
+        "row", "ts", "generation_key", "user_key", "session_key", "tenant_key", "request_key")
+    reused = rows_sharing(gens, ["generation_key"]).sort("ts", "row")  # usually none
     second = reused.filter(~pl.col("generation_key").is_first_distinct())
-    drops.add(second, "duplicate_generation_id")
-    events = events.filter(~pl.col("row").is_in(second["row"].implode()))
-    gens = gens.filter(~pl.col("row").is_in(second["row"].implode()))
+    if len(second):
+        drops.add(second, "duplicate_generation_id")
+        events = events.filter(~pl.col("row").is_in(second["row"].implode()))
+        gens = gens.filter(~pl.col("row").is_in(second["row"].implode()))
 
     by_gen = gens.select("generation_key", pl.col("user_key").alias("gen_user"),
                          pl.col("tenant_key").alias("gen_tenant"), pl.col("request_key").alias("gen_request"),
                          pl.col("row").alias("gen_row"))
     by_req = (gens.group_by("request_key").agg(pl.col("user_key").first().alias("req_user"),
                                               pl.col("tenant_key").first().alias("req_tenant")))
-    events = events.join(by_gen, on="generation_key", how="left").join(by_req, on="request_key", how="left")
+    # Joined on the two keys alone and set beside the events: the event columns are not copied.
+    links = (events.select("generation_key", "request_key")
+             .join(by_gen, on="generation_key", how="left", maintain_order="left")
+             .join(by_req, on="request_key", how="left", maintain_order="left"))
+    events = events.with_columns(links.drop("generation_key", "request_key"))
+    del links
     on_gen = pl.col("type").is_in(["edit", "regenerate", "accept", "rating"])
     on_req = pl.col("type").is_in(["rephrase", "abandon"])
-    orphan = (on_gen & pl.col("gen_user").is_null()) | (on_req & pl.col("req_user").is_null())
-    orphans = events.filter(orphan.fill_null(False)).drop("gen_user", "gen_tenant", "gen_request", "gen_row",
-                                                          "req_user", "req_tenant")
-    events = split_off(events, orphan, "orphan", drops)
+    orphan = ((on_gen & pl.col("gen_user").is_null()) | (on_req & pl.col("req_user").is_null())).fill_null(False)
     # Regenerations of one turn share its request_id; a request whose generations name different users or
     # sessions cannot be put on one side of a split, so none of it is used.
     spread = gens.group_by("request_key").agg(
         ((pl.col("user_key").n_unique() > 1) | (pl.col("session_key").n_unique() > 1)).alias("_bad"))
     bad = spread.filter(pl.col("_bad"))["request_key"].implode()
-    events = split_off(events, (pl.col("type") == "generation") & pl.col("request_key").is_in(bad)
-                       | on_gen & pl.col("gen_request").is_in(bad)
-                       | on_req & pl.col("request_key").is_in(bad), "inconsistent_request", drops)
+    inconsistent = ((pl.col("type") == "generation") & pl.col("request_key").is_in(bad)
+                    | on_gen & pl.col("gen_request").is_in(bad)
+                    | on_req & pl.col("request_key").is_in(bad)).fill_null(False) & ~orphan
+    fate = events.select("row", _orphan=orphan, _inconsistent=inconsistent)
+    orphans = events.filter(fate["_orphan"]).drop("gen_user", "gen_tenant", "gen_request", "gen_row",
+                                                  "req_user", "req_tenant")
+    drops.add(fate.filter("_orphan"), "orphan")
+    drops.add(fate.filter("_inconsistent"), "inconsistent_request")
+    if len(orphans) or fate["_inconsistent"].any():  # one copy of the events for both
+        events = events.filter(~fate["_orphan"] & ~fate["_inconsistent"])
     events = events.with_columns(
         gen_user=pl.when(on_req).then(pl.col("req_user")).otherwise(pl.col("gen_user"))
         .fill_null(pl.col("user_key")),
@@ -109,13 +131,15 @@ def link_events(events: pl.DataFrame, drops: Drops) -> tuple[pl.DataFrame, pl.Da
 def apply_forget(events: pl.DataFrame, drops: Drops) -> tuple[pl.DataFrame, pl.DataFrame, set[str]]:
     """Remove every event of a user who asked to be forgotten, and feedback about their generations.
 
-    Returns (remaining events without forget rows, the forget rows themselves, forgotten users)."""
-    forget_rows = events.filter(pl.col("type") == "forget")
-    forgotten = forget_rows["user_key"].unique()
-    events = events.filter(pl.col("type") != "forget")
-    gone = pl.col("user_key").is_in(forgotten.implode()) | pl.col("gen_user").is_in(forgotten.implode())
-    events = split_off(events, gone, "forgotten_user", drops)
-    return events, forget_rows, set(forgotten.to_list())
+    Returns (remaining events without forget rows, the forget rows themselves, forgotten users' keys)."""
+    is_forget = pl.col("type") == "forget"
+    forget_rows = events.filter(is_forget)
+    forgotten = forget_rows["user_key"].unique().implode()
+    gone = (~is_forget & (pl.col("user_key").is_in(forgotten) | pl.col("gen_user").is_in(forgotten))).fill_null(False)
+    drops.add(events.filter(gone), "forgotten_user")
+    if len(forget_rows):  # one copy of the events, without both
+        events = events.filter(~is_forget & ~gone)
+    return events, forget_rows, set(forget_rows["user_key"].unique().to_list())
 
 
 def tenants_of(events: pl.DataFrame) -> dict[str | None, int]:
@@ -130,11 +154,11 @@ def supersede(events: pl.DataFrame, drops: Drops) -> pl.DataFrame:
         .otherwise(pl.col("generation_key"))
     feedback = events.filter(pl.col("type") != "generation").select("row", "type", "ts", _target=target)
     # Only targets with several signals of one kind need ordering.
-    several = feedback.filter(pl.len().over("type", "_target") > 1)
+    several = rows_sharing(feedback, ["type", "_target"])
     stale = _latest_first(several).filter(pl.int_range(pl.len()).over("type", "_target") > 0)
     for t in stale["type"].unique().sort().to_list():
         drops.add(stale.filter(pl.col("type") == t), f"superseded_{t}")
-    return events.filter(~pl.col("row").is_in(stale["row"].implode()))
+    return events.filter(~pl.col("row").is_in(stale["row"].implode())) if len(stale) else events
 
 
 # What the rules after dedupe read (each step copies these rows, so no column more: event_key served dedupe, and
