@@ -513,11 +513,16 @@ def write_build(tmp: Path, state: BuildState, tables: dict[str, pl.DataFrame], b
     outputs: dict[str, dict] = {}
 
     def write_kind(kind: str) -> dict[str, tuple[str, int]]:
-        t = tables[kind].filter(pl.col("drop").is_null())
+        order = ["ts", "request_key", "generation_key", "signal", "_tk"]
+        needs = ["prompt_row", "text_row", "meta_row", "signal"] + {"dpo": ["rejected_row"], "kto": ["label"]}.get(
+            kind, [])
+        # Only the columns the write reads are copied (sorting copies every column it carries).
+        t = tables[kind].lazy().filter(pl.col("drop").is_null()).select(
+            list(dict.fromkeys(needs + order + ["split"]))).collect()
         splits = {}
         for split in ("train", "test"):
             # Ordered by content, not by input position: the same events in any order or files give the same bytes.
-            part = t.filter(pl.col("split") == split).sort("ts", "request_key", "generation_key", "signal", "_tk")
+            part = t.filter(pl.col("split") == split).sort(order).select(needs)
             if kind == "kto":
                 part = part.sample(fraction=1.0, shuffle=True, seed=cfg.shuffle_seed)
             splits[split] = _materialized_chunks(kind, part, state)
