@@ -57,6 +57,10 @@ class StrictModeError(BuildError):
     pass
 
 
+class KeyCollision(BuildError):
+    pass
+
+
 @dataclass
 class BuildState:
     """What the steps hand each other: the events still in play and everything set aside so far."""
@@ -75,6 +79,7 @@ class BuildState:
     texts: pl.DataFrame | None = None  # the full event table (texts redacted if asked), indexed by row
     timings: dict[str, float] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds of this process (all threads) per stage
+    key_collisions: list[str] = field(default_factory=list)  # each made the build compute the id keys again
 
 
 def _resolve_config(config: BuildConfig | dict | str | Path | None, overrides: dict) -> BuildConfig:
@@ -154,7 +159,19 @@ def _build(inputs: list, out: Path, cfg: BuildConfig, progress, spill_dir: str |
                               f"{len(read.quarantine)} invalid line(s) in all)")
     if progress:
         progress("rules", 0)
-    examples = run_rules(state)
+    for attempt in range(KEY_ATTEMPTS):
+        try:
+            examples = run_rules(state)
+            break
+        except KeyCollision as exc:
+            if attempt + 1 == KEY_ATTEMPTS:
+                raise
+            # Keys from another seed (the manifest says which); the rules start again from the read.
+            state.key_collisions = [*state.key_collisions, str(exc)]
+            read.events = rekeyed(read.events, read.key_seed + 1, read.texts)
+            read.key_seed += 1
+            state = BuildState(config=cfg, read=read, quarantine=list(read.quarantine), timings=state.timings,
+                               cpu=state.cpu, key_collisions=state.key_collisions)
     manifest_base = account(state, examples)
     if progress:
         progress("write", 0)
@@ -218,7 +235,8 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
         events, state.orphans = rules.link_events(events, state.drops)
         events, forget_rows, _ = rules.apply_forget(events.drop("session_key", "tenant_key"), state.drops)
         state.applied = forget_rows["row"]
-        events = select_tenant(events.drop("user_key", "gen_user"), cfg, state.drops, full, _take(state))
+        events = select_tenant(events.drop("user_key", "gen_user"), cfg, state.drops, full, _take(state),
+                               state.read.key_seed)
         events = rules.supersede(events.drop("gen_tenant"), state.drops)
     if cfg.redact:
         with _timed(state, "redact"):
@@ -261,9 +279,10 @@ FILTER_ONLY_COLUMNS = {"_pk", "_plen", "_tlen", "_tblank", "_rk", "_rlen", "_rbl
 
 
 def _check_keys(full: pl.DataFrame, texts) -> None:
-    """The rules compare ids by their 64-bit keys: make sure no two different ids of a column share one (about a
-    one-in-10^7 chance among ten million distinct ids). Each id gets a second, independent hash; a key with two
-    second hashes is a collision. Column by column and slice by slice, so only (key, hash) pairs are held."""
+    """The rules compare ids by their 64-bit keys: make sure no two different ids of a column share one. Each id
+    gets a second, independent hash; a key with two second hashes is a collision (`KeyCollision`: the build
+    computes the keys again with another seed). Column by column and slice by slice, so only (key, hash) pairs
+    are held."""
     from data.events import KEYED_IDS
     from data.textspill import WINDOW_RELEASE_BYTES
 
@@ -281,9 +300,28 @@ def _check_keys(full: pl.DataFrame, texts) -> None:
         both = pl.concat(pairs).unique()
         clash = rules.rows_sharing(both, ["k"])
         if len(clash):
-            raise BuildError(f"two different values of {name} share the 64-bit key {clash['k'][0]} (a hash "
-                             "collision, expected about once in 10^19 pairs of ids); the build cannot tell them "
-                             "apart. Please report it; renaming either id avoids it.")
+            raise KeyCollision(f"two different values of {name} share the 64-bit key {clash['k'][0]} (a hash "
+                               "collision, about once in 10^19 pairs of ids)")
+
+
+# Seeds tried before a build gives up on keys that collide (each try fails with a chance of ~n^2 / 2^65 for n
+# distinct ids of a column: one in ~370,000 for ten million).
+KEY_ATTEMPTS = 3
+
+
+def rekeyed(events: pl.DataFrame, seed: int, texts) -> pl.DataFrame:
+    """The event table with its keys computed from the id strings again with `seed`, slice by slice (the strings
+    are mapped from disk; their pages are handed back as it goes)."""
+    from data.events import KEYED_IDS, id_key
+    from data.textspill import WINDOW_RELEASE_BYTES
+
+    parts = []
+    for start in range(0, len(events), FEATURE_ROWS):
+        parts.append(events.slice(start, FEATURE_ROWS).select(
+            **{key: id_key(name, seed) for key, name in KEYED_IDS.items()}))
+        if texts is not None:
+            texts.release_over(WINDOW_RELEASE_BYTES)
+    return events.with_columns(pl.concat(parts, rechunk=True)) if parts else events
 
 
 FEATURE_ROWS = 100_000
@@ -314,11 +352,12 @@ def _in_background(fn, *args):
     return future.result
 
 
-def select_tenant(events: pl.DataFrame, cfg: BuildConfig, drops: Drops, full: pl.DataFrame, take) -> pl.DataFrame:
+def select_tenant(events: pl.DataFrame, cfg: BuildConfig, drops: Drops, full: pl.DataFrame, take,
+                  key_seed: int) -> pl.DataFrame:
     from data.events import id_key
 
     if cfg.tenant is not None:
-        key = pl.select(id_key(pl.lit(cfg.tenant, pl.String))).item()
+        key = pl.select(id_key(pl.lit(cfg.tenant, pl.String), key_seed)).item()
         return rules.split_off(events, pl.col("gen_tenant").ne_missing(key), "other_tenant", drops)
     tenants = rules.tenants_of(events)
     if len(tenants) > 1 and not cfg.all_tenants:
@@ -567,6 +606,7 @@ def write_build(tmp: Path, state: BuildState, tables: dict[str, pl.DataFrame], b
         "quarantined": len(state.quarantine),
         "accounting": base["accounting"],
         "redactions": state.redactions,
+        "id_keys": {"seed": state.read.key_seed, "collisions": state.key_collisions},
         "split": _split_summary(tables, cfg),
         "outputs": outputs,
         "versions": _versions(),

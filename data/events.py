@@ -57,16 +57,16 @@ KEY_SEED = 0x5EED
 EVENT_TYPE = pl.Enum(sorted(EVENT_TYPES))
 
 
-def id_key(column: str | pl.Expr) -> pl.Expr:
+def id_key(column: str | pl.Expr, seed: int = KEY_SEED) -> pl.Expr:
     """The 64-bit key of an id column (null stays null): Polars' hash, stable within one Polars version, which is
     all a build needs (keys never leave the process)."""
     col = pl.col(column) if isinstance(column, str) else column
-    return pl.when(col.is_not_null()).then(col.hash(KEY_SEED))
+    return pl.when(col.is_not_null()).then(col.hash(seed))
 
 
-def with_keys(df: pl.DataFrame) -> pl.DataFrame:
+def with_keys(df: pl.DataFrame, seed: int = KEY_SEED) -> pl.DataFrame:
     return df.with_columns(type=pl.col("type").cast(EVENT_TYPE),
-                           **{key: id_key(name) for key, name in KEYED_IDS.items()})
+                           **{key: id_key(name, seed) for key, name in KEYED_IDS.items()})
 
 
 @dataclass
@@ -107,6 +107,7 @@ class ReadResult:
     # With `read_events(..., spill_dir=...)`: the files the text columns of `events` are mapped from.
     texts: TextSpill | None = None
     lines_read: int = 0
+    key_seed: int = KEY_SEED  # of the KEY_COLUMNS, where the table has them
     blank_lines: int = 0
     oversized: list[tuple[str, int, int]] = field(default_factory=list)  # (source, line, bytes)
 

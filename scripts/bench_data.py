@@ -8,6 +8,12 @@ wall and CPU seconds per stage. `--compare-python-read` builds once more with ev
 Python reader (no msgspec fast path), in the same run. Pin threads for comparable numbers (POLARS_MAX_THREADS,
 OMP_NUM_THREADS). Note the load average (printed) with every figure: on a
 shared machine wall times follow the other jobs; CPU seconds are steadier.
+
+Does memory grow with the log? Peak memory at several sizes, and the same builds with the code of an earlier
+commit, alternating, in one run:
+
+    git worktree add /tmp/fw-before <commit>
+    python scripts/bench_data.py --sizes 500000,1000000,2000000,4000000 --reuse --baseline-tree /tmp/fw-before
 """
 
 from __future__ import annotations
@@ -137,9 +143,10 @@ def parse_floor(path: Path) -> dict[str, float]:
     return out
 
 
-def run_build(log: Path, out: Path, extra: list[str], fast_read: bool = True) -> dict:
+def run_build(log: Path, out: Path, extra: list[str], fast_read: bool = True, tree: Path | None = None) -> dict:
     """The build in a child process: its own wall time and peak RSS. `fast_read=False`: every line through the
-    per-line Python reader (the reference the fast path must match), for side-by-side comparisons."""
+    per-line Python reader (the reference the fast path must match), for side-by-side comparisons. `tree`: run
+    the build code of another checkout (e.g. `git worktree add /tmp/before <commit>`), for before/after."""
     code = (
         "import json, resource, sys, threading, time\n"
         # Peak anonymous memory of the build process, sampled: ru_maxrss also counts file pages it has mapped
@@ -171,7 +178,7 @@ def run_build(log: Path, out: Path, extra: list[str], fast_read: bool = True) ->
     overrides = json.loads(extra[0]) if extra else {}
     t = time.perf_counter()
     res = subprocess.run([sys.executable, "-c", code, json.dumps(overrides)], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1])
+                         cwd=tree or Path(__file__).resolve().parents[1])
     if res.returncode:
         print(res.stderr)
         raise SystemExit(res.returncode)
@@ -189,9 +196,15 @@ def main() -> int:
     ap.add_argument("--overrides", default="{}", help="BuildConfig overrides as JSON, e.g. '{\"redact\": [\"email\"]}'")
     ap.add_argument("--compare-python-read", action="store_true",
                     help="also build with the per-line Python reader (no msgspec fast path), in the same run")
+    ap.add_argument("--sizes", help="comma-separated event counts: build each (fresh process each) and print peak "
+                    "memory against log size, and its growth per million events")
+    ap.add_argument("--baseline-tree", type=Path,
+                    help="with --sizes: also build each log with the code of this checkout, alternating, side by side")
     args = ap.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
+    if args.sizes:
+        return scaling(work, [int(n) for n in args.sizes.split(",")], args)
     log = work / f"capture-{args.events}.jsonl"
     if not (args.reuse and log.exists()):
         t = time.perf_counter()
@@ -213,6 +226,30 @@ def main() -> int:
     print(f"examples: {res['examples']}")
     print(f"accounting: {res['accounting']}")
     print(f"cpu count: {os.cpu_count()}, load average: {os.getloadavg()}")
+    return 0
+
+
+def scaling(work: Path, sizes: list[int], args) -> int:
+    """Peak memory against the log's size: does it grow with the log? Each size is built in a fresh process;
+    with a baseline tree, the two codes alternate on the same log."""
+    trees = [("this tree", None)] + ([("baseline", args.baseline_tree)] if args.baseline_tree else [])
+    rows = []
+    for n in sizes:
+        log = work / f"capture-{n}.jsonl"
+        if not (args.reuse and log.exists()):
+            generate_log(log, n, args.seed)
+        for name, tree in trees:
+            res = run_build(log, work / "build", [args.overrides], tree=tree)
+            rows.append((name, n, log.stat().st_size / 1e9, res))
+            print(f"{name:9s} {n:>9,} events ({log.stat().st_size / 1e9:.2f} GB): {res['wall_s']:6.2f} s wall, "
+                  f"peak RSS {res['peak_rss_mb']:6.0f} MB (anonymous {res['peak_anon_mb']:.0f} MB), "
+                  f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    for name, _ in trees:
+        mine = [(n, r["peak_rss_mb"]) for who, n, _, r in rows if who == name]
+        if len(mine) >= 2:
+            (n0, m0), (n1, m1) = mine[-2], mine[-1]
+            print(f"{name}: peak RSS grows {(m1 - m0) / ((n1 - n0) / 1e6):.0f} MB per million events between "
+                  f"{n0:,} and {n1:,} events")
     return 0
 
 

@@ -11,19 +11,55 @@ from data import rules
 from tests.data.conftest import Log
 
 
-def test_ids_that_share_a_key_stop_the_build(build, monkeypatch):
-    from data.build import BuildError
-
+def _log_of_two_users() -> Log:
     log = Log()
     log.gen("g1", "r1", "First answer.", user="alice")
     log.accept("g1", user="alice")
-    log.gen("g2", "r2", "Second answer.", user="bobby")  # same length as alice: the same key below
-    log.accept("g2", user="bobby")
-    # A key that collides on purpose: the length of the id.
-    monkeypatch.setattr(ev, "id_key", lambda name: pl.when(pl.col(name).is_not_null()).then(
-        pl.col(name).str.len_bytes().cast(pl.UInt64)))
-    with pytest.raises(BuildError, match=r"two different values of \w+ share the 64-bit key"):
-        build(log)
+    log.gen("g2", "r2", "Second answer.", user="bobby")  # as long as alice: the same key below
+    log.edit("g2", "Second answer, with the detail that was missing.", user="bobby")
+    return log
+
+
+def _colliding_key(collide_with_seeds):
+    """A key function that gives every id of one length the same key under the given seeds."""
+    real = ev.id_key
+
+    def id_key(column, seed=ev.KEY_SEED):
+        if seed not in collide_with_seeds:
+            return real(column, seed)
+        col = pl.col(column) if isinstance(column, str) else column
+        return pl.when(col.is_not_null()).then(col.str.len_bytes().cast(pl.UInt64))
+
+    return id_key
+
+
+def _rows(out, kind):
+    import datasets
+
+    rows = datasets.load_from_disk(str(out / kind))["train"].to_list()
+    return sorted(rows, key=lambda r: (r["request_id"], r["signal"], str(r)))
+
+
+def test_ids_that_share_a_key_are_keyed_again_and_build_the_same_examples(build, monkeypatch):
+    log = _log_of_two_users()
+    plain, plain_out = build(log)
+    assert plain["id_keys"] == {"seed": ev.KEY_SEED, "collisions": []}
+    monkeypatch.setattr(ev, "id_key", _colliding_key({ev.KEY_SEED}))
+    m, out = build(log)
+    assert m["id_keys"]["seed"] == ev.KEY_SEED + 1
+    assert len(m["id_keys"]["collisions"]) == 1 and "share the 64-bit key" in m["id_keys"]["collisions"][0]
+    for kind in ("sft", "dpo", "kto"):
+        assert _rows(out, kind) == _rows(plain_out, kind)
+    assert m["accounting"] == plain["accounting"] and m["drops"] == plain["drops"]
+
+
+def test_keys_that_keep_colliding_stop_the_build(build, monkeypatch):
+    from data.build import KEY_ATTEMPTS, KeyCollision
+
+    seeds = {ev.KEY_SEED + k for k in range(KEY_ATTEMPTS)}
+    monkeypatch.setattr(ev, "id_key", _colliding_key(seeds))
+    with pytest.raises(KeyCollision, match=r"two different values of \w+ share the 64-bit key"):
+        build(_log_of_two_users())
 
 
 def test_events_whose_keys_collide_are_not_taken_for_copies():
