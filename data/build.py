@@ -504,26 +504,49 @@ def _take(state: BuildState):
 def materialize(kind: str, df: pl.DataFrame, texts: pl.DataFrame, take=None):
     """Example rows (event row numbers) -> the Arrow table TRL reads: texts and metadata gathered by row. The
     metadata are the generation's (`meta_row`): its tenant is the turn's, whatever its feedback says."""
-    from data.filters import gather_rows, gather_text
+    from data.filters import gather_rows
 
     take = take or gather_rows
-    meta_rows = df["meta_row"]
-    spilled = take(texts.select(name for name in META_NAMES[1:] if name != "ts"), meta_rows)
-    meta = [df["signal"]] + [
-        texts["ts"].gather(meta_rows) if name == "ts" else spilled[name] for name in META_NAMES[1:]]
-    prompt = take(texts["messages"], df["prompt_row"])
-    text = gather_text(texts, df["text_row"], take)
+    meta = [name for name in META_NAMES[1:] if name != "ts"]
+    wants = {"prompt_row": ["messages"], "meta_row": meta, "text_row": ["output", "edited_output"]}
+    if kind == "dpo":
+        wants["rejected_row"] = ["output", "edited_output"]
+    got = _gather_by_rows(texts, df, wants, take)
+    text = got["text_row"].select(pl.coalesce("output", "edited_output")).to_series()
+    prompt = got["prompt_row"]["messages"]
     if kind == "sft":
         head = [with_assistant_message(prompt, text).alias("messages")]
     elif kind == "dpo":
-        rejected = gather_text(texts, df["rejected_row"], take)
+        rejected = got["rejected_row"].select(pl.coalesce("output", "edited_output")).to_series()
         head = [prompt.alias("prompt"), one_assistant_message(text).alias("chosen"),
                 one_assistant_message(rejected).alias("rejected")]
     else:
         head = [prompt.alias("prompt"), one_assistant_message(text).alias("completion"), df["label"]]
-    out = pl.DataFrame(head + [s.alias(n) for s, n in zip(meta, META_NAMES)])
+    metadata = [df["signal"]] + [texts["ts"].gather(df["meta_row"]) if name == "ts" else got["meta_row"][name]
+                                 for name in META_NAMES[1:]]
+    out = pl.DataFrame(head + [s.alias(n) for s, n in zip(metadata, META_NAMES)])
     schema = arrow_schema(kind)
     return out.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
+
+
+def _gather_by_rows(texts: pl.DataFrame, df: pl.DataFrame, wants: dict[str, list[str]], take) -> dict:
+    """{row column of df: its event rows' `wants` columns}. Row columns that hold the same rows (a KTO example's
+    prompt, text and metadata are all its generation's) are read in one pass over the files."""
+    groups: list[tuple[pl.Series, list[str], list[str]]] = []  # (rows, row columns, event columns)
+    for by, columns in wants.items():
+        for rows, bys, cols in groups:
+            if rows.equals(df[by]):
+                bys.append(by)
+                cols.extend(c for c in columns if c not in cols)
+                break
+        else:
+            groups.append((df[by], [by], list(columns)))
+    got = {}
+    for rows, bys, cols in groups:
+        frame = take(texts.select(cols), rows)
+        for by in bys:
+            got[by] = frame
+    return got
 
 
 WRITE_CHUNK_ROWS = 20_000
