@@ -32,13 +32,7 @@ from data.records import SCHEMA_VERSION, parse_ts
 from data.rules import Drops
 
 KINDS = ("sft", "dpo", "kto")
-# Example-level drop reasons, in the order their steps run: an event that ends up in no kept example is reported
-# under the first of these that removed an example built from it.
-EXAMPLE_REASONS = [
-    "kind_not_built", "kto_label_conflict", "empty_output", "trivial_edit", "identical_pair", "prompt_too_long",
-    "completion_too_long", "too_many_tokens", "preference_conflict", "duplicate_example", "near_duplicate_prompt",
-    "regeneration_cap", "split_time_cutoff", "prompt_in_test",
-]
+EXAMPLE_REASONS = rules.EXAMPLE_REASONS
 
 
 class BuildError(RuntimeError):
@@ -258,7 +252,7 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
         for k in KINDS:
             tables[k] = rules.attach(tables[k], features, meta, k)
             if k not in cfg.kinds:
-                tables[k] = tables[k].with_columns(drop=pl.lit("kind_not_built"))
+                tables[k] = tables[k].with_columns(drop=pl.lit("kind_not_built", rules.DROP_REASON))
         del features, meta
     with _timed(state, "filters"):
         tables = filters.apply_filters(tables, full, cfg, _take(state))
@@ -382,7 +376,8 @@ def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
     """Give every line one fate; check read = used + dropped + duplicate + quarantined."""
     read = state.read
     def sources(t: pl.DataFrame) -> pl.DataFrame:  # one (row, reason) per event an example was built from
-        return pl.concat([t.select(pl.col(c).alias("row"), reason="drop") for c in rules.src_columns(t)]) \
+        return pl.concat([t.select(pl.col(c).alias("row"), reason=pl.col("drop").cast(pl.String))
+                          for c in rules.src_columns(t)]) \
             .drop_nulls("row")
 
     kept = [sources(t.filter(pl.col("drop").is_null()))["row"] for t in tables.values()]
@@ -522,7 +517,7 @@ def materialize(kind: str, df: pl.DataFrame, texts: pl.DataFrame, take=None):
                 one_assistant_message(rejected).alias("rejected")]
     else:
         head = [prompt.alias("prompt"), one_assistant_message(text).alias("completion"), df["label"]]
-    metadata = [df["signal"]] + [texts["ts"].gather(df["meta_row"]) if name == "ts" else got["meta_row"][name]
+    metadata = [df["signal"].cast(pl.String)] + [texts["ts"].gather(df["meta_row"]) if name == "ts" else got["meta_row"][name]
                                  for name in META_NAMES[1:]]
     out = pl.DataFrame(head + [s.alias(n) for s, n in zip(metadata, META_NAMES)])
     schema = arrow_schema(kind)

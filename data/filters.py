@@ -10,11 +10,12 @@ from typing import Callable
 import polars as pl
 
 from data.config import BuildConfig
+from data.rules import DROP_REASON
 
 
 def mark(df: pl.DataFrame, mask: pl.Expr, reason: str) -> pl.DataFrame:
     return df.with_columns(
-        drop=pl.when(pl.col("drop").is_null() & mask.fill_null(False)).then(pl.lit(reason))
+        drop=pl.when(pl.col("drop").is_null() & mask.fill_null(False)).then(pl.lit(reason, DROP_REASON))
         .otherwise(pl.col("drop")))
 
 

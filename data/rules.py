@@ -14,6 +14,18 @@ import polars as pl
 
 META_COLUMNS = ["signal", "request_id", "session_id", "user_id", "tenant", "tags", "ts", "generation_id",
                 "model_base", "model_adapter"]
+# Example-level drop reasons, in the order their steps run: an event that ends up in no kept example is reported
+# under the first of these that removed an example built from it.
+EXAMPLE_REASONS = [
+    "kind_not_built", "kto_label_conflict", "empty_output", "trivial_edit", "identical_pair", "prompt_too_long",
+    "completion_too_long", "too_many_tokens", "preference_conflict", "duplicate_example", "near_duplicate_prompt",
+    "regeneration_cap", "split_time_cutoff", "prompt_in_test",
+]
+# The example tables' label columns as Enums (a byte an example, where a string costs 16): `drop` (null = kept),
+# `signal` (categories sorted, so that sorting by it sorts by name) and `split`.
+DROP_REASON = pl.Enum(EXAMPLE_REASONS)
+SIGNAL = pl.Enum(sorted(["final", "edit", "regenerate", "accept", "rating", "rephrase", "abandon"]))
+SPLIT = pl.Enum(["train", "test"])
 
 
 @dataclass
@@ -222,7 +234,7 @@ def final_answers(gens: pl.DataFrame) -> pl.DataFrame:
 def sft_examples(finals: pl.DataFrame) -> pl.DataFrame:
     return finals.select(
         pl.col("row").alias("prompt_row"), pl.col("final_row").alias("text_row"), pl.col("row").alias("meta_row"),
-        pl.lit("final").alias("signal"), *_src("row", "accept_row", "edit_row"))
+        pl.lit("final", SIGNAL).alias("signal"), *_src("row", "accept_row", "edit_row"))
 
 
 def dpo_examples(gens: pl.DataFrame, finals: pl.DataFrame) -> pl.DataFrame:
@@ -231,7 +243,7 @@ def dpo_examples(gens: pl.DataFrame, finals: pl.DataFrame) -> pl.DataFrame:
     regeneration pairs of a turn for the per-turn cap."""
     edits = gens.filter(pl.col("edit_row").is_not_null()).select(
         pl.col("row").alias("prompt_row"), pl.col("edit_row").alias("text_row"),
-        pl.col("row").alias("rejected_row"), pl.col("row").alias("meta_row"), pl.lit("edit").alias("signal"),
+        pl.col("row").alias("rejected_row"), pl.col("row").alias("meta_row"), pl.lit("edit", SIGNAL).alias("signal"),
         *_src("row", "edit_row"), pl.lit(None, pl.Int64).alias("_rank"))
     f = finals.select("request_key", "final_row", "final_is_edit", pl.col("row").alias("f_row"),
                       pl.col("accept_row").alias("f_accept"), pl.col("edit_row").alias("f_edit"))
@@ -240,11 +252,13 @@ def dpo_examples(gens: pl.DataFrame, finals: pl.DataFrame) -> pl.DataFrame:
     pairs = away.join(f, on="request_key", how="inner").filter(pl.col("r_row") != pl.col("f_row"))
     over_final = pairs.select(
         pl.col("f_row").alias("prompt_row"), pl.col("final_row").alias("text_row"),
-        pl.col("r_row").alias("rejected_row"), pl.col("r_row").alias("meta_row"), pl.lit("regenerate").alias("signal"),
+        pl.col("r_row").alias("rejected_row"), pl.col("r_row").alias("meta_row"),
+        pl.lit("regenerate", SIGNAL).alias("signal"),
         *_src("f_row", "f_accept", "f_edit", "r_row", "regenerate_row"), (pl.col("r_ts") * -1).alias("_rank"))
     over_original = pairs.filter(pl.col("final_is_edit")).select(
         pl.col("f_row").alias("prompt_row"), pl.col("f_row").alias("text_row"),
-        pl.col("r_row").alias("rejected_row"), pl.col("r_row").alias("meta_row"), pl.lit("regenerate").alias("signal"),
+        pl.col("r_row").alias("rejected_row"), pl.col("r_row").alias("meta_row"),
+        pl.lit("regenerate", SIGNAL).alias("signal"),
         *_src("f_row", "f_accept", "f_edit", "r_row", "regenerate_row"),
         (pl.col("r_ts") * -1 + (1 << 50)).alias("_rank"))  # after every final-answer pair of the turn
     return pl.concat([edits, over_final, over_original], how="diagonal_relaxed")
@@ -267,7 +281,7 @@ def kto_examples(gens: pl.DataFrame) -> pl.DataFrame:
               .otherwise(pl.lit("abandon")))
     return judged.select(
         pl.col("row").alias("prompt_row"), pl.col("row").alias("text_row"), pl.col("_good").alias("label"),
-        pl.col("row").alias("meta_row"), signal.alias("signal"),
+        pl.col("row").alias("meta_row"), signal.cast(SIGNAL).alias("signal"),
         *_src("row", "accept_row", "rating_row", "regenerate_row", "rephrase_row", "abandon_row"),
         (pl.col("_good") & pl.col("_bad")).alias("_conflict"))
 
@@ -289,4 +303,4 @@ def attach(examples: pl.DataFrame, features: pl.DataFrame, meta: pl.DataFrame, k
                  features["tblank"].gather(rej).alias("_rblank")]
     m = meta.select("request_key", "session_key", "user_key", "ts", "generation_key")
     cols += [m[c].gather(idx["meta_row"]) for c in m.columns]
-    return examples.with_columns(cols).with_columns(drop=pl.lit(None, pl.String))
+    return examples.with_columns(cols).with_columns(drop=pl.lit(None, DROP_REASON))

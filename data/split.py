@@ -15,6 +15,7 @@ import polars as pl
 
 from data.config import BuildConfig
 from data.filters import mark
+from data.rules import SPLIT
 from data.records import parse_ts
 
 
@@ -46,8 +47,8 @@ def assign_split(tables: dict[str, pl.DataFrame], cfg: BuildConfig, events: pl.D
     cut = cutoff_ms(cfg.time_cutoff)
     out = {}
     for kind, df in tables.items():
-        df = df.with_columns(split=pl.when(pl.col(unit).is_in(test_set)).then(pl.lit("test"))
-                             .otherwise(pl.lit("train")))
+        df = df.with_columns(split=pl.when(pl.col(unit).is_in(test_set)).then(pl.lit("test", SPLIT))
+                             .otherwise(pl.lit("train", SPLIT)))
         if cut is not None:
             wrong_side = ((pl.col("split") == "test") & (pl.col("ts") < cut)) | (
                 (pl.col("split") == "train") & (pl.col("ts") >= cut))
