@@ -208,7 +208,10 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
     # Per-event text features need only the texts: without redaction they are computed beside the event rules
     # (Polars releases the GIL, so the two use both cores).
     features = None if cfg.redact else _in_background(_event_features, full, state.read.texts)
-    check_keys = _in_background(_check_keys, full, state.read.texts)
+    from data.events import KEYED_IDS
+
+    ids = [c for pair in KEYED_IDS.items() if pair[0] != "event_key" for c in pair]
+    check_keys = _in_background(_check_keys, full.select(ids), state.read.texts)
     with _timed(state, "events"):
         repeated, conflicting = rules.dedupe_events(full, _rows_of(state))
         state.duplicates = len(repeated)
@@ -221,6 +224,9 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
         if cfg.strict and len(conflicting):
             r = conflicting.row(0, named=True)
             raise StrictModeError(f"{r['source']}:{r['line']}: event_id: conflicting duplicate {r['event_id']!r}")
+        # event_key served dedupe; nothing later reads it.
+        full = full.drop("event_key")
+        state.read.events = state.read.events.drop("event_key")
         events = full.select(rules.LIGHT_COLUMNS)  # the same columns, not a copy
         if len(state.dedupe_rows):
             events = events.filter(~pl.col("row").is_in(state.dedupe_rows.implode()))
@@ -264,8 +270,8 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
     # What the accounting and the write still read: the keys and the filters' columns go (memory per event).
     from data.events import KEY_COLUMNS
 
-    state.read.events = state.read.events.drop(KEY_COLUMNS)
-    state.texts = state.texts.drop(KEY_COLUMNS)
+    state.read.events = state.read.events.drop(KEY_COLUMNS, strict=False)
+    state.texts = state.texts.drop(KEY_COLUMNS, strict=False)
     return {kind: t.drop(c for c in t.columns if c in FILTER_ONLY_COLUMNS) for kind, t in tables.items()}
 
 
@@ -281,7 +287,7 @@ def _check_keys(full: pl.DataFrame, texts) -> None:
     from data.textspill import WINDOW_RELEASE_BYTES
 
     for key, name in KEYED_IDS.items():
-        if key == "event_key":  # dedupe compares the event_id strings themselves
+        if key not in full.columns:  # event_key: dedupe compares the event_id strings themselves
             continue
         pairs = []
         for start in range(0, len(full), FEATURE_ROWS):

@@ -106,12 +106,11 @@ def link_events(events: pl.DataFrame, drops: Drops) -> tuple[pl.DataFrame, pl.Da
                          pl.col("row").alias("gen_row"))
     by_req = (gens.group_by("request_key").agg(pl.col("user_key").first().alias("req_user"),
                                               pl.col("tenant_key").first().alias("req_tenant")))
-    # Joined on the two keys alone and set beside the events: the event columns are not copied.
-    links = (events.select("generation_key", "request_key")
-             .join(by_gen, on="generation_key", how="left", maintain_order="left")
-             .join(by_req, on="request_key", how="left", maintain_order="left"))
-    events = events.with_columns(links.drop("generation_key", "request_key"))
-    del links
+    # Joined on one key at a time and set beside the events: the event columns are not copied.
+    events = events.with_columns(events.select("generation_key").join(
+        by_gen, on="generation_key", how="left", maintain_order="left").drop("generation_key"))
+    events = events.with_columns(events.select("request_key").join(
+        by_req, on="request_key", how="left", maintain_order="left").drop("request_key"))
     on_gen = pl.col("type").is_in(["edit", "regenerate", "accept", "rating"])
     on_req = pl.col("type").is_in(["rephrase", "abandon"])
     orphan = ((on_gen & pl.col("gen_user").is_null()) | (on_req & pl.col("req_user").is_null())).fill_null(False)
