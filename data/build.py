@@ -228,11 +228,12 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
         full = full.drop("event_key")
         state.read.events = state.read.events.drop("event_key")
         events = full.select(rules.LIGHT_COLUMNS)  # the same columns, not a copy
-        if len(state.dedupe_rows):
-            events = events.filter(~pl.col("row").is_in(state.dedupe_rows.implode()))
-        state.event_counts = dict(sorted(events.group_by("type").len().iter_rows()))
-        # Each step copies the rows it keeps: a column goes as soon as no later step reads it.
-        events, state.orphans = rules.link_events(events, state.drops)
+        state.event_counts = dict(sorted(
+            events.lazy().select("row", "type").filter(~pl.col("row").is_in(state.dedupe_rows.implode()))
+            .group_by("type").len().collect().iter_rows()))
+        # Each step copies the rows it keeps: a column goes as soon as no later step reads it. Linking leaves out
+        # the repeated and conflicting copies in the same copy.
+        events, state.orphans = rules.link_events(events, state.drops, gone=state.dedupe_rows)
         events, forget_rows, _ = rules.apply_forget(events.drop("session_key", "tenant_key"), state.drops)
         state.applied = forget_rows["row"]
         events = select_tenant(events.drop("user_key", "gen_user"), cfg, state.drops, full, _take(state),

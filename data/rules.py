@@ -86,20 +86,27 @@ def dedupe_events(events: pl.DataFrame, rows_of=None) -> tuple[pl.Series, pl.Dat
     return repeated, conflicting
 
 
-def link_events(events: pl.DataFrame, drops: Drops) -> tuple[pl.DataFrame, pl.DataFrame]:
+def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = None) -> tuple[pl.DataFrame,
+                                                                                            pl.DataFrame]:
     """Tie feedback to its generation; set aside orphans, a second generation claiming a known id, and requests
     spread over several users or sessions.
 
     Adds `gen_user`, `gen_tenant` (owner and tenant of the generation or request a row is about) and `gen_row`
-    (the row of the generation a row is about) to every row. Returns (linked events, orphans)."""
+    (the row of the generation a row is about) to every row. `gone`: rows that take no part and are left out
+    (repeated and conflicting copies, counted by dedupe), in the same copy of the events as the orphans. Returns
+    (linked events, orphans)."""
+    gone = gone if gone is not None else pl.Series("row", [], pl.UInt32)
     gens = events.filter(pl.col("type") == "generation").select(
         "row", "ts", "generation_key", "user_key", "session_key", "tenant_key", "request_key")
+    if len(gone):
+        gens = gens.filter(~pl.col("row").is_in(gone.implode()))
     reused = rows_sharing(gens, ["generation_key"]).sort("ts", "row")  # usually none
     second = reused.filter(~pl.col("generation_key").is_first_distinct())
     if len(second):
         drops.add(second, "duplicate_generation_id")
-        events = events.filter(~pl.col("row").is_in(second["row"].implode()))
         gens = gens.filter(~pl.col("row").is_in(second["row"].implode()))
+        gone = pl.concat([gone, second["row"].cast(pl.UInt32)])
+    out = pl.col("row").is_in(gone.implode())
 
     by_gen = gens.select("generation_key", pl.col("user_key").alias("gen_user"),
                          pl.col("tenant_key").alias("gen_tenant"), pl.col("request_key").alias("gen_request"),
@@ -113,7 +120,8 @@ def link_events(events: pl.DataFrame, drops: Drops) -> tuple[pl.DataFrame, pl.Da
         by_req, on="request_key", how="left", maintain_order="left").drop("request_key"))
     on_gen = pl.col("type").is_in(["edit", "regenerate", "accept", "rating"])
     on_req = pl.col("type").is_in(["rephrase", "abandon"])
-    orphan = ((on_gen & pl.col("gen_user").is_null()) | (on_req & pl.col("req_user").is_null())).fill_null(False)
+    orphan = ((on_gen & pl.col("gen_user").is_null()) | (on_req & pl.col("req_user").is_null())).fill_null(False) \
+        & ~out
     # Regenerations of one turn share its request_id; a request whose generations name different users or
     # sessions cannot be put on one side of a split, so none of it is used.
     spread = gens.group_by("request_key").agg(
@@ -121,14 +129,14 @@ def link_events(events: pl.DataFrame, drops: Drops) -> tuple[pl.DataFrame, pl.Da
     bad = spread.filter(pl.col("_bad"))["request_key"].implode()
     inconsistent = ((pl.col("type") == "generation") & pl.col("request_key").is_in(bad)
                     | on_gen & pl.col("gen_request").is_in(bad)
-                    | on_req & pl.col("request_key").is_in(bad)).fill_null(False) & ~orphan
-    fate = events.select("row", _orphan=orphan, _inconsistent=inconsistent)
+                    | on_req & pl.col("request_key").is_in(bad)).fill_null(False) & ~orphan & ~out
+    fate = events.select("row", _orphan=orphan, _inconsistent=inconsistent, _out=out)
     orphans = events.filter(fate["_orphan"]).drop("gen_user", "gen_tenant", "gen_request", "gen_row",
                                                   "req_user", "req_tenant")
     drops.add(fate.filter("_orphan"), "orphan")
     drops.add(fate.filter("_inconsistent"), "inconsistent_request")
-    if len(orphans) or fate["_inconsistent"].any():  # one copy of the events for both
-        events = events.filter(~fate["_orphan"] & ~fate["_inconsistent"])
+    if len(orphans) or fate["_inconsistent"].any() or len(gone):  # one copy of the events for all three
+        events = events.filter(~fate["_orphan"] & ~fate["_inconsistent"] & ~fate["_out"])
     events = events.with_columns(
         gen_user=pl.when(on_req).then(pl.col("req_user")).otherwise(pl.col("gen_user"))
         .fill_null(pl.col("user_key")),
