@@ -4,8 +4,8 @@
 
 Reads the log as the build does, writes the columns the rules read (keys, types, times, row numbers) to Arrow IPC
 and Parquet, then runs the link step (generations joined to the feedback on them and to their requests, then a
-filter) in a fresh process per engine and prints its wall time and peak RSS (VmHWM; Linux): Polars in memory (what the build
-does), Polars' streaming engine from and to files, the same with Polars' out-of-core budget
+filter) in a fresh process per engine and prints its wall time and peak RSS (VmHWM; Linux): Polars in memory
+(what the build does), Polars' streaming engine from and to files, the same with Polars' out-of-core budget
 (`POLARS_OOC_MEMORY_BUDGET_MB`), and DuckDB with memory limits (measured when DuckDB is installed; it is not a
 dependency of the project).
 """
