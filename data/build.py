@@ -27,7 +27,7 @@ import polars as pl
 
 from data import rules
 from data.config import BuildConfig
-from data.events import QuarantinedLine, ReadResult, read_events
+from data.events import KEY_COLUMNS, KEYED_IDS, QuarantinedLine, ReadResult, id_key, read_events
 from data.records import SCHEMA_VERSION, parse_ts
 from data.rules import Drops
 
@@ -208,8 +208,6 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
     # Per-event text features need only the texts: without redaction they are computed beside the event rules
     # (Polars releases the GIL, so the two use both cores).
     features = None if cfg.redact else _in_background(_event_features, full, state.read.texts)
-    from data.events import KEYED_IDS
-
     ids = [c for pair in KEYED_IDS.items() if pair[0] != "event_key" for c in pair]
     check_keys = _in_background(_check_keys, full.select(ids), state.read.texts)
     with _timed(state, "events"):
@@ -269,8 +267,6 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
         tables = assign_split(tables, cfg, full, _take(state))
     check_keys()
     # What the accounting and the write still read: the keys and the filters' columns go (memory per event).
-    from data.events import KEY_COLUMNS
-
     state.read.events = state.read.events.drop(KEY_COLUMNS, strict=False)
     state.texts = state.texts.drop(KEY_COLUMNS, strict=False)
     return {kind: t.drop(c for c in t.columns if c in FILTER_ONLY_COLUMNS) for kind, t in tables.items()}
@@ -284,22 +280,14 @@ def _check_keys(full: pl.DataFrame, texts) -> None:
     gets a second, independent hash; a key with two second hashes is a collision (`KeyCollision`: the build
     computes the keys again with another seed). Column by column and slice by slice, so only (key, hash) pairs
     are held."""
-    from data.events import KEYED_IDS
-    from data.textspill import WINDOW_RELEASE_BYTES
-
     for key, name in KEYED_IDS.items():
         if key not in full.columns:  # event_key: dedupe compares the event_id strings themselves
             continue
-        pairs = []
-        for start in range(0, len(full), FEATURE_ROWS):
-            part = full.slice(start, FEATURE_ROWS)
-            pairs.append(pl.DataFrame({"k": part[key], "h": part[name].hash(0xC0FFEE)}).drop_nulls("k").unique())
-            if texts is not None:
-                texts.release_over(WINDOW_RELEASE_BYTES)
+        pairs = _per_slice(full, texts, lambda part: pl.DataFrame(
+            {"k": part[key], "h": part[name].hash(0xC0FFEE)}).drop_nulls("k").unique())
         if not pairs:
             return
-        both = pl.concat(pairs).unique()
-        clash = rules.rows_sharing(both, ["k"])
+        clash = rules.rows_sharing(pl.concat(pairs).unique(), ["k"])
         if len(clash):
             raise KeyCollision(f"two different values of {name} share the 64-bit key {clash['k'][0]} (a hash "
                                "collision, about once in 10^19 pairs of ids)")
@@ -311,36 +299,35 @@ KEY_ATTEMPTS = 3
 
 
 def rekeyed(events: pl.DataFrame, seed: int, texts) -> pl.DataFrame:
-    """The event table with its keys computed from the id strings again with `seed`, slice by slice (the strings
-    are mapped from disk; their pages are handed back as it goes)."""
-    from data.events import KEYED_IDS, id_key
-    from data.textspill import WINDOW_RELEASE_BYTES
-
-    parts = []
-    for start in range(0, len(events), FEATURE_ROWS):
-        parts.append(events.slice(start, FEATURE_ROWS).select(
-            **{key: id_key(name, seed) for key, name in KEYED_IDS.items()}))
-        if texts is not None:
-            texts.release_over(WINDOW_RELEASE_BYTES)
+    """The event table with its keys computed from the id strings again with `seed`."""
+    parts = _per_slice(events, texts, lambda part: part.select(
+        **{key: id_key(name, seed) for key, name in KEYED_IDS.items()}))
     return events.with_columns(pl.concat(parts, rechunk=True)) if parts else events
 
 
 FEATURE_ROWS = 100_000
 
 
-def _event_features(full: pl.DataFrame, texts) -> pl.DataFrame:
-    """`filters.event_features`, in slices when the texts are mapped from disk: the pages read are handed back
-    after each slice, so they never all count in memory at once."""
-    from data import filters
+def _per_slice(frame: pl.DataFrame, texts, fn) -> list:
+    """fn over slices of FEATURE_ROWS rows of the event table. Its strings are mapped from disk (`texts`): the
+    pages a slice read are handed back after it, so they never all count in memory at once."""
     from data.textspill import WINDOW_RELEASE_BYTES
+
+    parts = []
+    for start in range(0, len(frame), FEATURE_ROWS):
+        parts.append(fn(frame.slice(start, FEATURE_ROWS)))
+        if texts is not None:
+            texts.release_over(WINDOW_RELEASE_BYTES)
+    return parts
+
+
+def _event_features(full: pl.DataFrame, texts) -> pl.DataFrame:
+    """`filters.event_features`, in slices when the texts are mapped from disk."""
+    from data import filters
 
     if texts is None or len(full) <= FEATURE_ROWS:
         return filters.event_features(full)
-    parts = []
-    for start in range(0, len(full), FEATURE_ROWS):
-        parts.append(filters.event_features(full.slice(start, FEATURE_ROWS)))
-        texts.release_over(WINDOW_RELEASE_BYTES)
-    return pl.concat(parts, rechunk=True)
+    return pl.concat(_per_slice(full, texts, filters.event_features), rechunk=True)
 
 
 def _in_background(fn, *args):
@@ -355,8 +342,6 @@ def _in_background(fn, *args):
 
 def select_tenant(events: pl.DataFrame, cfg: BuildConfig, drops: Drops, full: pl.DataFrame, take,
                   key_seed: int) -> pl.DataFrame:
-    from data.events import id_key
-
     if cfg.tenant is not None:
         key = pl.select(id_key(pl.lit(cfg.tenant, pl.String), key_seed)).item()
         return rules.split_off(events, pl.col("gen_tenant").ne_missing(key), "other_tenant", drops)
@@ -524,8 +509,8 @@ def materialize(kind: str, df: pl.DataFrame, texts: pl.DataFrame, take=None):
                 one_assistant_message(rejected).alias("rejected")]
     else:
         head = [prompt.alias("prompt"), one_assistant_message(text).alias("completion"), df["label"]]
-    metadata = [df["signal"].cast(pl.String)] + [texts["ts"].gather(df["meta_row"]) if name == "ts" else got["meta_row"][name]
-                                 for name in META_NAMES[1:]]
+    metadata = [df["signal"].cast(pl.String)] + [
+        texts["ts"].gather(df["meta_row"]) if name == "ts" else got["meta_row"][name] for name in META_NAMES[1:]]
     out = pl.DataFrame(head + [s.alias(n) for s, n in zip(metadata, META_NAMES)])
     schema = arrow_schema(kind)
     return out.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)

@@ -51,22 +51,6 @@ def results(out: Path) -> tuple:
             sorted((out / "orphans.jsonl").read_text().splitlines()))
 
 
-def colliding_keys() -> None:
-    import polars as pl
-
-    from data import events
-
-    real = events.id_key
-
-    def id_key(column, seed=events.KEY_SEED):
-        if seed != events.KEY_SEED:
-            return real(column, seed)
-        col = pl.col(column) if isinstance(column, str) else column
-        return pl.when(col.is_not_null()).then(col.str.len_bytes().cast(pl.UInt64))
-
-    events.id_key = id_key
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--baseline-tree", type=Path, required=True)
@@ -83,7 +67,10 @@ def main() -> int:
 
     datasets.disable_progress_bars()
     if args.collide:
-        colliding_keys()
+        from data.events import KEY_SEED
+        from tests.data.test_keys import collide_keys
+
+        collide_keys(setattr, {KEY_SEED})
     baseline = subprocess.Popen([sys.executable, "-c", SERVER], cwd=args.baseline_tree, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True,
                                 env={**os.environ, "PYTHONPATH": str(args.baseline_tree)})

@@ -20,8 +20,11 @@ def _log_of_two_users() -> Log:
     return log
 
 
-def _colliding_key(collide_with_seeds):
-    """A key function that gives every id of one length the same key under the given seeds."""
+def collide_keys(set_attr, collide_with_seeds) -> None:
+    """Make every id of one length share a key under the given seeds, wherever keys are computed (the reader and
+    the build). `set_attr`: monkeypatch.setattr, or setattr outside a test (scripts/compare_builds.py)."""
+    import data.build
+
     real = ev.id_key
 
     def id_key(column, seed=ev.KEY_SEED):
@@ -30,7 +33,8 @@ def _colliding_key(collide_with_seeds):
         col = pl.col(column) if isinstance(column, str) else column
         return pl.when(col.is_not_null()).then(col.str.len_bytes().cast(pl.UInt64))
 
-    return id_key
+    set_attr(ev, "id_key", id_key)
+    set_attr(data.build, "id_key", id_key)
 
 
 def _rows(out, kind):
@@ -44,7 +48,7 @@ def test_ids_that_share_a_key_are_keyed_again_and_build_the_same_examples(build,
     log = _log_of_two_users()
     plain, plain_out = build(log)
     assert plain["id_keys"] == {"seed": ev.KEY_SEED, "collisions": []}
-    monkeypatch.setattr(ev, "id_key", _colliding_key({ev.KEY_SEED}))
+    collide_keys(monkeypatch.setattr, {ev.KEY_SEED})
     m, out = build(log)
     assert m["id_keys"]["seed"] == ev.KEY_SEED + 1
     assert len(m["id_keys"]["collisions"]) == 1 and "share the 64-bit key" in m["id_keys"]["collisions"][0]
@@ -57,7 +61,7 @@ def test_keys_that_keep_colliding_stop_the_build(build, monkeypatch):
     from data.build import KEY_ATTEMPTS, KeyCollision
 
     seeds = {ev.KEY_SEED + k for k in range(KEY_ATTEMPTS)}
-    monkeypatch.setattr(ev, "id_key", _colliding_key(seeds))
+    collide_keys(monkeypatch.setattr, seeds)
     with pytest.raises(KeyCollision, match=r"two different values of \w+ share the 64-bit key"):
         build(_log_of_two_users())
 
