@@ -67,7 +67,7 @@ class BuildState:
     quarantine: list[QuarantinedLine] = field(default_factory=list)
     redactions: dict[str, int] = field(default_factory=dict)
     steps: list[dict] = field(default_factory=list)
-    orphans: pl.DataFrame | None = None
+    orphans: pl.Series | None = None  # event rows
     dedupe_rows: pl.Series | None = None
     event_counts: dict[str, int] = field(default_factory=dict)  # unique valid events by type
     texts: pl.DataFrame | None = None  # the full event table (texts redacted if asked), indexed by row
@@ -229,14 +229,15 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
         state.event_counts = dict(sorted(
             events.lazy().select("row", "type").filter(~pl.col("row").is_in(state.dedupe_rows.implode()))
             .group_by("type").len().collect().iter_rows()))
-        # Each step copies the rows it keeps: a column goes as soon as no later step reads it. Linking leaves out
-        # the repeated and conflicting copies in the same copy.
-        events, state.orphans = rules.link_events(events, state.drops, gone=state.dedupe_rows)
-        events, forget_rows, _ = rules.apply_forget(events.drop("session_key", "tenant_key"), state.drops)
-        state.applied = forget_rows["row"]
-        events = select_tenant(events.drop("user_key", "gen_user"), cfg, state.drops, full, _take(state),
-                               state.read.key_seed)
-        events = rules.supersede(events.drop("gen_tenant"), state.drops)
+        # Link, forget, tenant and supersede narrow down one mask of the rows in play (`alive`) over the same
+        # table; linking leaves out the repeated and conflicting copies.
+        events, alive, state.orphans = rules.link_events(events, state.drops, gone=state.dedupe_rows)
+        alive, state.applied = rules.apply_forget(events, alive, state.drops)
+        alive = select_tenant(events, alive, cfg, state.drops, full, _take(state), state.read.key_seed)
+        alive = rules.supersede(events, alive, state.drops)
+        # The one copy of the events the rules make: the rows still in play, the columns the examples read.
+        events = rules.in_play(events, alive)
+        del alive
     if cfg.redact:
         with _timed(state, "redact"):
             from data.redact import redact_events
@@ -340,12 +341,12 @@ def _in_background(fn, *args):
     return future.result
 
 
-def select_tenant(events: pl.DataFrame, cfg: BuildConfig, drops: Drops, full: pl.DataFrame, take,
-                  key_seed: int) -> pl.DataFrame:
+def select_tenant(events: pl.DataFrame, alive: pl.Series, cfg: BuildConfig, drops: Drops, full: pl.DataFrame,
+                  take, key_seed: int) -> pl.Series:
     if cfg.tenant is not None:
         key = pl.select(id_key(pl.lit(cfg.tenant, pl.String), key_seed)).item()
-        return rules.split_off(events, pl.col("gen_tenant").ne_missing(key), "other_tenant", drops)
-    tenants = rules.tenants_of(events)
+        return rules.drop_where(events, alive, pl.col("gen_tenant").ne_missing(key), "other_tenant", drops)
+    tenants = rules.tenants_of(events, alive)
     if len(tenants) > 1 and not cfg.all_tenants:
         # The names of the keys: one row of each tenant (only on this error path).
         first = (full.select("row", "tenant_key").filter(pl.col("tenant_key").is_in(pl.Series(list(tenants))
@@ -355,7 +356,7 @@ def select_tenant(events: pl.DataFrame, cfg: BuildConfig, drops: Drops, full: pl
                             sorted(tenants.items(), key=lambda kv: (-kv[1], names.get(kv[0]) or "")))
         raise TenantError(f"the input holds events of {len(tenants)} tenants ({listing}); data of different tenants "
                           "is never mixed by accident: pass --tenant T (or tenant: T) for one, or --all-tenants")
-    return events
+    return alive
 
 
 def _row_json(r: dict) -> str:
@@ -365,50 +366,52 @@ def _row_json(r: dict) -> str:
 
 
 def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
-    """Give every line one fate; check read = used + dropped + duplicate + quarantined."""
+    """Give every line one fate; check read = used + dropped + duplicate + quarantined. Works on sets of event
+    rows and counts: no table as long as the log is built."""
     read = state.read
-    def sources(t: pl.DataFrame) -> pl.DataFrame:  # one (row, reason) per event an example was built from
-        return pl.concat([t.select(pl.col(c).alias("row"), reason=pl.col("drop").cast(pl.String))
-                          for c in rules.src_columns(t)]) \
-            .drop_nulls("row")
 
-    kept = [sources(t.filter(pl.col("drop").is_null()))["row"] for t in tables.values()]
-    used_rows = pl.concat(kept + [state.applied.cast(pl.UInt32)]).unique()
+    def sources(t: pl.DataFrame) -> pl.DataFrame:  # one (row, drop) per event an example was built from
+        return pl.concat([t.select(pl.col(c).alias("row"), "drop") for c in rules.src_columns(t)]).drop_nulls("row")
+
     n_events = len(read.events)
-    all_rows = pl.DataFrame({"row": pl.arange(0, n_events, eager=True).cast(pl.UInt32)})
-
-    step_drops = (pl.concat(state.drops.frames) if state.drops.frames
-                  else pl.DataFrame(schema={"row": pl.UInt32, "reason": pl.String}))
-    rank = {r: i for i, r in enumerate(EXAMPLE_REASONS)}
-    ex_drops = []
-    for t in tables.values():
-        ex_drops.append(sources(t.filter(pl.col("drop").is_not_null())))
-    ex_drops = pl.concat(ex_drops) if ex_drops else step_drops.head(0)
-    ex_drops = (ex_drops.with_columns(_rank=pl.col("reason").replace_strict(rank, default=len(rank)))
-                .sort("_rank").unique(subset="row", keep="first").drop("_rank"))
-
-    fate = all_rows.join(step_drops, on="row", how="left")
-    dup_rows = fate.filter(pl.col("row").is_in(used_rows.implode()) & pl.col("reason").is_not_null())
-    if len(dup_rows):
-        raise AccountingError(f"{len(dup_rows)} event(s) both dropped and used, e.g. row {dup_rows['row'][0]}")
-    fate = fate.with_columns(used=pl.col("row").is_in(used_rows.implode()))
-    fate = fate.join(ex_drops.rename({"reason": "ex_reason"}), on="row", how="left")
-    fate = fate.with_columns(
-        reason=pl.when(pl.col("used")).then(None).otherwise(
-            pl.coalesce("reason", "ex_reason", pl.lit("no_signal"))))
-    # Rows the dedupe step removed are counted as duplicate or quarantined, not as events: take them out.
-    if state.dedupe_rows is not None and len(state.dedupe_rows):
-        if used_rows.is_in(state.dedupe_rows.implode()).any():
-            raise AccountingError("an event counted as duplicate or quarantined was also used")
-        fate = fate.filter(~pl.col("row").is_in(state.dedupe_rows.implode()))
-
-    drops = {r: n for r, n in fate.filter(pl.col("reason").is_not_null()).group_by("reason").len().iter_rows()}
+    gone = state.dedupe_rows if state.dedupe_rows is not None else pl.Series("row", [], pl.UInt32)
+    used = pl.concat([sources(t.filter(pl.col("drop").is_null()))["row"] for t in tables.values()]
+                     + [state.applied.cast(pl.UInt32)]).unique()
+    # Step drops: each row under the one reason its step gave it (a row dropped twice is a bug).
+    step = [(f["reason"][0], f["row"]) for f in state.drops.frames]
+    dropped_rows = pl.concat([rows for _, rows in step]) if step else pl.Series("row", [], pl.UInt32)
+    if dropped_rows.n_unique() != len(dropped_rows):
+        raise AccountingError("an event was dropped by two steps")
+    both = used.filter(used.is_in(dropped_rows.implode()))
+    if len(both):
+        raise AccountingError(f"{len(both)} event(s) both dropped and used, e.g. row {both[0]}")
+    # Rows the dedupe step removed are counted as duplicate or quarantined, not as events.
+    if len(gone) and used.is_in(gone.implode()).any():
+        raise AccountingError("an event counted as duplicate or quarantined was also used")
+    drops: dict[str, int] = {}
+    for reason, rows in step:
+        n = int((~rows.is_in(gone.implode())).sum()) if len(gone) else len(rows)
+        if n:
+            drops[reason] = drops.get(reason, 0) + n
+    # An event in no kept example and dropped by no step: the first reason (in filter order, which is the order of
+    # the Enum) that removed an example built from it; else it carried no signal.
+    settled = pl.concat([used, dropped_rows, gone.cast(pl.UInt32)]).implode()
+    ex = pl.concat([sources(t.filter(pl.col("drop").is_not_null())) for t in tables.values()]) \
+        .filter(~pl.col("row").is_in(settled))
+    ex = ex.group_by("row").agg(pl.col("drop").min())
+    for reason, n in ex.group_by("drop").len().iter_rows():
+        drops[str(reason)] = drops.get(str(reason), 0) + n
+    # Counted row by row, not by subtraction, so that a row counted twice or never breaks the balance below.
+    covered = rules.flags(n_events, pl.concat([used, dropped_rows, gone.cast(pl.UInt32), ex["row"]]))
+    no_signal = int((~covered).sum())
+    if no_signal:
+        drops["no_signal"] = no_signal
     if read.blank_lines:
         drops["blank_line"] = read.blank_lines
     if read.oversized:
         drops["oversized_line"] = len(read.oversized)
     drops = dict(sorted(drops.items(), key=lambda kv: (-kv[1], kv[0])))
-    used = int(fate["used"].sum())
+    used = len(used)
     dropped = sum(drops.values())
     quarantined = len(state.quarantine)
     total = used + dropped + state.duplicates + quarantined
@@ -595,7 +598,7 @@ def write_build(tmp: Path, state: BuildState, tables: dict[str, pl.DataFrame], b
             f.write(orjson.dumps(q.to_dict()) + b"\n")
     with open(tmp / "orphans.jsonl", "wb") as f:
         if state.orphans is not None and len(state.orphans):
-            rows = _rows_of(state)(state.texts, state.orphans["row"].sort())
+            rows = _rows_of(state)(state.texts, state.orphans.sort())
             for r in rows.iter_rows(named=True):
                 target = r["generation_id"] if r["type"] in ("edit", "regenerate", "accept", "rating") \
                     else r["request_id"]

@@ -26,8 +26,10 @@ def _mark_rows(df: pl.DataFrame, positions: pl.Series, reason: str) -> pl.DataFr
 def _mark_keys(df: pl.DataFrame, keys: pl.DataFrame, on: list[str], reason: str) -> pl.DataFrame:
     if keys.is_empty():
         return df
-    flagged = df.join(keys.unique().with_columns(_hit=pl.lit(True)), on=on, how="left", maintain_order="left")
-    return mark(flagged, pl.col("_hit"), reason).drop("_hit")
+    # Joined on the key columns alone: a join over the whole table would copy every column of it.
+    hit = df.select(on).join(keys.unique().with_columns(_hit=pl.lit(True)), on=on, how="left",
+                             maintain_order="left")["_hit"]
+    return mark(df, pl.lit(hit), reason)
 
 
 def _alive() -> pl.Expr:

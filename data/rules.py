@@ -42,14 +42,6 @@ class Drops:
                                .with_columns(reason=pl.lit(reason, pl.String)))
 
 
-def split_off(df: pl.DataFrame, mask: pl.Expr, reason: str, drops: Drops) -> pl.DataFrame:
-    """Remove the rows matching `mask` from `df`, recording them under `reason`."""
-    mask = mask.fill_null(False)
-    gone = df.filter(mask)
-    drops.add(gone, reason)
-    return df.filter(~mask)
-
-
 def rows_sharing(df: pl.DataFrame, by: list[str]) -> pl.DataFrame:
     """The rows of `df` whose `by` values occur more than once (in `by` order). Found by sorting, which holds
     less than half the memory of Polars' is_duplicated() (its hash groups) and is faster."""
@@ -86,15 +78,27 @@ def dedupe_events(events: pl.DataFrame, rows_of=None) -> tuple[pl.Series, pl.Dat
     return repeated, conflicting
 
 
-def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = None) -> tuple[pl.DataFrame,
-                                                                                            pl.DataFrame]:
+ON_GENERATION = ["edit", "regenerate", "accept", "rating"]
+ON_REQUEST = ["rephrase", "abandon"]
+
+
+def flags(n: int, positions: pl.Series) -> pl.Series:
+    """A Boolean Series of length n, true at `positions`."""
+    flags = pl.repeat(False, n, dtype=pl.Boolean, eager=True)
+    return flags.scatter(positions, True) if len(positions) else flags
+
+
+def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = None) -> tuple[pl.DataFrame, pl.Series,
+                                                                                            pl.Series]:
     """Tie feedback to its generation; set aside orphans, a second generation claiming a known id, and requests
     spread over several users or sessions.
 
     Adds `gen_user`, `gen_tenant` (owner and tenant of the generation or request a row is about) and `gen_row`
-    (the row of the generation a row is about) to every row. `gone`: rows that take no part and are left out
-    (repeated and conflicting copies, counted by dedupe), in the same copy of the events as the orphans. Returns
-    (linked events, orphans)."""
+    (the row of the generation a feedback row is about) to every row; the columns there are not copied. The rows
+    it sets aside stay in the table: `alive` says which rows are still in play, and the steps after it narrow it
+    down, so the events are copied once, at the end (`in_play`), not once a step. `gone`: rows that take no part
+    (repeated and conflicting copies, counted by dedupe). Returns (linked events, alive, orphan rows)."""
+    n = len(events)
     gone = gone if gone is not None else pl.Series("row", [], pl.UInt32)
     gens = events.filter(pl.col("type") == "generation").select(
         "row", "ts", "generation_key", "user_key", "session_key", "tenant_key", "request_key")
@@ -106,84 +110,102 @@ def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = Non
         drops.add(second, "duplicate_generation_id")
         gens = gens.filter(~pl.col("row").is_in(second["row"].implode()))
         gone = pl.concat([gone, second["row"].cast(pl.UInt32)])
-    out = pl.col("row").is_in(gone.implode())
+    out = events["row"].is_in(gone.implode()) if len(gone) else flags(n, pl.Series([], dtype=pl.UInt32))
 
+    # Only the feedback rows are joined (not every event): their results are scattered into full-length columns.
+    # Regenerations of one turn share its request_id; a request whose generations name different users or
+    # sessions cannot be put on one side of a split, so none of it is used.
+    by_req = gens.group_by("request_key").agg(
+        pl.col("user_key").first().alias("req_user"), pl.col("tenant_key").first().alias("req_tenant"),
+        ((pl.col("user_key").n_unique() > 1) | (pl.col("session_key").n_unique() > 1)).alias("_bad"))
+    bad = by_req.filter(pl.col("_bad"))["request_key"].implode()
+    on_gen = events.select(pl.arg_where(pl.col("type").is_in(ON_GENERATION))).to_series()
+    on_req = events.select(pl.arg_where(pl.col("type").is_in(ON_REQUEST))).to_series()
     by_gen = gens.select("generation_key", pl.col("user_key").alias("gen_user"),
                          pl.col("tenant_key").alias("gen_tenant"), pl.col("request_key").alias("gen_request"),
                          pl.col("row").alias("gen_row"))
-    by_req = (gens.group_by("request_key").agg(pl.col("user_key").first().alias("req_user"),
-                                              pl.col("tenant_key").first().alias("req_tenant")))
-    # Joined on one key at a time and set beside the events: the event columns are not copied.
-    events = events.with_columns(events.select("generation_key").join(
-        by_gen, on="generation_key", how="left", maintain_order="left").drop("generation_key"))
-    events = events.with_columns(events.select("request_key").join(
-        by_req, on="request_key", how="left", maintain_order="left").drop("request_key"))
-    on_gen = pl.col("type").is_in(["edit", "regenerate", "accept", "rating"])
-    on_req = pl.col("type").is_in(["rephrase", "abandon"])
-    orphan = ((on_gen & pl.col("gen_user").is_null()) | (on_req & pl.col("req_user").is_null())).fill_null(False) \
-        & ~out
-    # Regenerations of one turn share its request_id; a request whose generations name different users or
-    # sessions cannot be put on one side of a split, so none of it is used.
-    spread = gens.group_by("request_key").agg(
-        ((pl.col("user_key").n_unique() > 1) | (pl.col("session_key").n_unique() > 1)).alias("_bad"))
-    bad = spread.filter(pl.col("_bad"))["request_key"].implode()
-    inconsistent = ((pl.col("type") == "generation") & pl.col("request_key").is_in(bad)
-                    | on_gen & pl.col("gen_request").is_in(bad)
-                    | on_req & pl.col("request_key").is_in(bad)).fill_null(False) & ~orphan & ~out
-    fate = events.select("row", _orphan=orphan, _inconsistent=inconsistent, _out=out)
-    orphans = events.filter(fate["_orphan"]).drop("gen_user", "gen_tenant", "gen_request", "gen_row",
-                                                  "req_user", "req_tenant")
-    drops.add(fate.filter("_orphan"), "orphan")
-    drops.add(fate.filter("_inconsistent"), "inconsistent_request")
-    if len(orphans) or fate["_inconsistent"].any() or len(gone):  # one copy of the events for all three
-        events = events.filter(~fate["_orphan"] & ~fate["_inconsistent"] & ~fate["_out"])
-    events = events.with_columns(
-        gen_user=pl.when(on_req).then(pl.col("req_user")).otherwise(pl.col("gen_user"))
-        .fill_null(pl.col("user_key")),
-        gen_tenant=pl.when(pl.col("type") == "generation").then(pl.col("tenant_key"))
-        .when(on_req).then(pl.col("req_tenant")).when(on_gen).then(pl.col("gen_tenant"))
-        .otherwise(pl.col("tenant_key")),
-    ).drop("req_user", "req_tenant", "gen_request")
-    return events, orphans
+    fg = events.select(pl.col("generation_key").gather(on_gen)).join(by_gen, on="generation_key", how="left",
+                                                                    maintain_order="left")
+    fr = events.select(pl.col("request_key").gather(on_req)).join(by_req, on="request_key", how="left",
+                                                                 maintain_order="left")
+    del gens, by_gen, by_req
+    orphan = flags(n, pl.concat([on_gen.filter(fg["gen_user"].is_null()),
+                                  on_req.filter(fr["req_user"].is_null())])) & ~out
+    inconsistent = (
+        events.select(((pl.col("type") == "generation") & pl.col("request_key").is_in(bad)).fill_null(False))
+        .to_series()
+        | flags(n, pl.concat([on_gen.filter(fg["gen_request"].is_in(bad).fill_null(False)),
+                               on_req.filter(fr["request_key"].is_in(bad).fill_null(False))]))
+    ) & ~orphan & ~out
+    orphans = events["row"].filter(orphan)
+    drops.add(orphans, "orphan")
+    drops.add(events["row"].filter(inconsistent), "inconsistent_request")
+
+    # Generations and forget rows are about themselves.
+    gen_user, gen_tenant = events["user_key"].clone(), events["tenant_key"].clone()  # scatter copies, not these
+    for at, found in ((on_gen, fg.select(user="gen_user", tenant="gen_tenant")),
+                      (on_req, fr.select(user="req_user", tenant="req_tenant"))):
+        if len(at):
+            gen_user, gen_tenant = gen_user.scatter(at, found["user"]), gen_tenant.scatter(at, found["tenant"])
+    gen_row = pl.repeat(None, n, dtype=pl.UInt32, eager=True)
+    if len(on_gen):
+        gen_row = gen_row.scatter(on_gen, fg["gen_row"])
+    events = events.with_columns(gen_user.alias("gen_user"), gen_tenant.alias("gen_tenant"),
+                                 gen_row.alias("gen_row"))
+    return events, ~orphan & ~inconsistent & ~out, orphans
 
 
-def apply_forget(events: pl.DataFrame, drops: Drops) -> tuple[pl.DataFrame, pl.DataFrame, set[str]]:
-    """Remove every event of a user who asked to be forgotten, and feedback about their generations.
+def apply_forget(events: pl.DataFrame, alive: pl.Series, drops: Drops) -> tuple[pl.Series, pl.Series]:
+    """Take out every event of a user who asked to be forgotten, and feedback about their generations.
 
-    Returns (remaining events without forget rows, the forget rows themselves, forgotten users' keys)."""
-    is_forget = pl.col("type") == "forget"
-    forget_rows = events.filter(is_forget)
+    Returns (alive without both, the rows of the forget events themselves)."""
+    is_forget = events.select((pl.col("type") == "forget") & alive).to_series()
+    forget_rows = events.filter(is_forget).select("row", "user_key")
+    if forget_rows.is_empty():
+        return alive, forget_rows["row"]
     forgotten = forget_rows["user_key"].unique().implode()
-    gone = (~is_forget & (pl.col("user_key").is_in(forgotten) | pl.col("gen_user").is_in(forgotten))).fill_null(False)
-    drops.add(events.filter(gone), "forgotten_user")
-    if len(forget_rows):  # one copy of the events, without both
-        events = events.filter(~is_forget & ~gone)
-    return events, forget_rows, set(forget_rows["user_key"].unique().to_list())
+    gone = events.select((pl.col("user_key").is_in(forgotten) | pl.col("gen_user").is_in(forgotten))
+                         .fill_null(False) & alive & ~is_forget).to_series()
+    drops.add(events["row"].filter(gone), "forgotten_user")
+    return alive & ~is_forget & ~gone, forget_rows["row"]
 
 
-def tenants_of(events: pl.DataFrame) -> dict[str | None, int]:
-    counts = events.group_by("gen_tenant").len()
+def tenants_of(events: pl.DataFrame, alive: pl.Series) -> dict[int | None, int]:
+    counts = events.select("gen_tenant").filter(alive).group_by("gen_tenant").len()
     return {r["gen_tenant"]: r["len"] for r in counts.iter_rows(named=True)}
 
 
-def supersede(events: pl.DataFrame, drops: Drops) -> pl.DataFrame:
+def drop_where(events: pl.DataFrame, alive: pl.Series, mask: pl.Expr, reason: str, drops: Drops) -> pl.Series:
+    """Take the rows in play matching `mask` out of play, recording them under `reason`."""
+    gone = events.select(mask.fill_null(False)).to_series() & alive
+    drops.add(events["row"].filter(gone), reason)
+    return alive & ~gone
+
+
+def supersede(events: pl.DataFrame, alive: pl.Series, drops: Drops) -> pl.Series:
     """One signal of each kind per target: the latest edit/rating/accept/regenerate of a generation counts, the
     latest rephrase/abandon of a request counts; the earlier ones are dropped as superseded."""
-    target = pl.when(pl.col("type").is_in(["rephrase", "abandon"])).then(pl.col("request_key")) \
+    target = pl.when(pl.col("type").is_in(ON_REQUEST)).then(pl.col("request_key")) \
         .otherwise(pl.col("generation_key"))
-    feedback = events.filter(pl.col("type") != "generation").select("row", "type", "ts", _target=target)
+    feedback = events.filter(alive & (events["type"] != "generation")).select("row", "type", "ts", _target=target)
     # Only targets with several signals of one kind need ordering.
     several = rows_sharing(feedback, ["type", "_target"])
     stale = _latest_first(several).filter(pl.int_range(pl.len()).over("type", "_target") > 0)
     for t in stale["type"].unique().sort().to_list():
         drops.add(stale.filter(pl.col("type") == t), f"superseded_{t}")
-    return events.filter(~pl.col("row").is_in(stale["row"].implode())) if len(stale) else events
+    return alive & ~events["row"].is_in(stale["row"].implode()) if len(stale) else alive
 
 
-# What the rules after dedupe read (each step copies these rows, so no column more: event_key served dedupe, and
-# new_request_id is in no rule). Ids as 64-bit keys (data.events.KEY_COLUMNS): the strings wait on disk.
+# What the rules after dedupe read: event_key served dedupe, and new_request_id is in no rule. Ids as 64-bit keys
+# (data.events.KEY_COLUMNS): the strings wait on disk.
 LIGHT_COLUMNS = ["row", "type", "ts", "user_key", "session_key", "tenant_key", "request_key", "generation_key",
                  "value"]
+# What the example rules read of the events still in play (the one copy `in_play` makes).
+TURN_COLUMNS = ["row", "type", "ts", "request_key", "generation_key", "gen_row", "value"]
+
+
+def in_play(events: pl.DataFrame, alive: pl.Series) -> pl.DataFrame:
+    return events.select(TURN_COLUMNS).filter(alive)
 
 
 def generation_table(events: pl.DataFrame) -> pl.DataFrame:
@@ -191,23 +213,26 @@ def generation_table(events: pl.DataFrame) -> pl.DataFrame:
     of its request. Only ids and row numbers: texts stay in the event table until the write."""
     gens = events.filter(pl.col("type") == "generation").select("row", "generation_key", "request_key", "ts")
 
+    # Each signal's columns are joined onto the generations' key alone and set beside them, so the growing table
+    # is never copied. Superseding left at most one signal of a kind per target, so each join keeps the rows.
     # Joined on the generation's row number (set by link_events): integer joins, not string ones.
-    def feedback(t: str, *cols: pl.Expr | str) -> pl.DataFrame:
+    def beside(on: str, found: pl.DataFrame) -> list[pl.Series]:
+        return gens.select(on).join(found, on=on, how="left", maintain_order="left").drop(on).get_columns()
+
+    def feedback(t: str, *cols: str) -> pl.DataFrame:
         return events.filter(pl.col("type") == t).select(
             pl.col("gen_row").alias("row"), pl.col("row").alias(f"{t}_row"), pl.col("ts").alias(f"{t}_ts"), *cols)
 
-    gens = (gens.join(feedback("edit"), on="row", how="left")
-            .join(feedback("accept"), on="row", how="left")
-            .join(feedback("regenerate"), on="row", how="left")
-            .join(feedback("rating", "value"), on="row", how="left"))
+    gens = gens.with_columns(*beside("row", feedback("edit")), *beside("row", feedback("accept")),
+                             *beside("row", feedback("regenerate")), *beside("row", feedback("rating", "value")))
     # Turn-level: the last generation of a request is the one a rephrase or an abandon judges.
-    last = gens.sort("ts", "row").group_by("request_key").agg(pl.col("row").last())["row"]
-    gens = gens.with_columns(is_last=pl.col("row").is_in(last.implode()))
-    for t in ("rephrase", "abandon"):
-        turn = events.filter(pl.col("type") == t).select("request_key", pl.col("row").alias(f"{t}_row"))
-        gens = gens.join(turn, on="request_key", how="left").with_columns(
-            pl.when(pl.col("is_last")).then(pl.col(f"{t}_row")).alias(f"{t}_row"))
-    return gens
+    last = gens.select("ts", "row", "request_key").sort("ts", "row").group_by("request_key") \
+        .agg(pl.col("row").last())["row"]
+    is_last = gens["row"].is_in(last.implode())
+    turn = [events.filter(pl.col("type") == t).select("request_key", pl.col("row").alias(f"{t}_row"))
+            for t in ("rephrase", "abandon")]
+    return gens.with_columns(is_last.alias("is_last"), *(
+        pl.when(is_last).then(column).alias(column.name) for t in turn for column in beside("request_key", t)))
 
 
 def _src(*cols: str) -> list[pl.Expr]:
@@ -224,7 +249,8 @@ def final_answers(gens: pl.DataFrame) -> pl.DataFrame:
     """The final answer of each turn: the accepted generation (latest accept) or, without an accept, the last
     edited one; its text is the (latest) edit if there is one, else the output. `final_row` is the event row
     holding that text (the edit, or the generation)."""
-    cands = gens.filter(pl.col("accept_row").is_not_null() | pl.col("edit_row").is_not_null())
+    cands = gens.select("row", "request_key", "accept_row", "accept_ts", "edit_row", "edit_ts").filter(
+        pl.col("accept_row").is_not_null() | pl.col("edit_row").is_not_null())
     cands = cands.with_columns(
         _accepted=pl.col("accept_row").is_not_null(),
         _when=pl.when(pl.col("accept_row").is_not_null()).then(pl.col("accept_ts")).otherwise(pl.col("edit_ts")),

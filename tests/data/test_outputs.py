@@ -203,6 +203,24 @@ def test_accounting_error_is_loud(build, monkeypatch):
         build([SAMPLE])
 
 
+def test_an_event_both_used_and_dropped_is_loud(build, monkeypatch):
+    import polars as pl
+
+    import data.build as b
+
+    original = b.run_rules
+
+    def drop_a_used_row(state):
+        tables = original(state)
+        used = tables["sft"].filter(pl.col("drop").is_null())["src0"].head(1)
+        state.drops.add(used, "orphan")  # a step that also drops an event some kept example uses
+        return tables
+
+    monkeypatch.setattr(b, "run_rules", drop_a_used_row)
+    with pytest.raises(b.AccountingError, match="both dropped and used"):
+        build([SAMPLE])
+
+
 def test_cli_build_prints_summary_and_writes_dir(tmp_path, capsys):
     from flywheel.cli import main
 
