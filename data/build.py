@@ -191,6 +191,9 @@ def _timed(state: BuildState, name: str):
     try:
         yield
     finally:
+        # The mapped event columns and texts a step read: handed back to the page cache between steps.
+        if state.read.texts is not None:
+            state.read.texts.release_over()
         state.timings[name] = state.timings.get(name, 0.0) + time.perf_counter() - start
         state.cpu[name] = state.cpu.get(name, 0.0) + _cpu() - cpu
 

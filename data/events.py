@@ -482,9 +482,13 @@ def read_events(
         events = pl.concat(frames, how="vertical", rechunk=False)
         del frames
         # One contiguous buffer per column: the build gathers rows by number, ~10x slower over many chunks.
-        # Column by column, so only one column is ever held twice.
-        for name in events.columns:
-            events = events.with_columns(events.get_column(name).rechunk())
+        # Column by column, so only one column is ever held twice. With a spill, the 8-byte columns (times, line
+        # numbers, keys: most of what stays of an event) go to disk too and are mapped back.
+        for name, dtype in events.schema.items():
+            if spill is not None and dtype in (pl.Int64, pl.UInt64):
+                events = spill.hold(events, [name])
+            else:
+                events = events.with_columns(events.get_column(name).rechunk())
         if spill is not None:
             events = pl.concat([events, spill.open(len(events))], how="horizontal")
         events = events.select(EVENT_COLUMNS + (KEY_COLUMNS if keys else []))

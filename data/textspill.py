@@ -90,18 +90,29 @@ class TextSpill:
     def segment(self) -> SegmentWriter:
         return SegmentWriter(self.segment_path())
 
-    def open(self, rows: int) -> pl.DataFrame:
-        """The text columns of every row, zero-copy over the mapped files (a range without rows has no file)."""
+    def _map(self, path: Path) -> pl.DataFrame:
+        """An Arrow IPC file as a Polars frame over a read-only map of it (zero-copy)."""
         import pyarrow as pa
 
-        frames = []
-        for path in self.paths:
-            if not path.exists():
-                continue
-            with open(path, "rb") as f:
-                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            self.maps.append(mapped)
-            frames.append(pl.from_arrow(pa.ipc.open_file(pa.py_buffer(mapped)).read_all(), rechunk=False))
+        with open(path, "rb") as f:
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self.maps.append(mapped)
+        return pl.from_arrow(pa.ipc.open_file(pa.py_buffer(mapped)).read_all(), rechunk=False)
+
+    def hold(self, frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+        """`frame` with `columns` moved to disk and mapped back: one file and one chunk a column (a gather by row
+        over one chunk is ~10x faster than over many). The columns then cost page cache, which `release` hands
+        back and the kernel can evict, instead of the process's own memory."""
+        mapped = []
+        for name in columns:
+            path = self.folder / f"column-{name}.arrow"
+            frame.get_column(name).rechunk().to_frame().write_ipc(path)
+            mapped.append(self._map(path).to_series())
+        return frame.with_columns(mapped)
+
+    def open(self, rows: int) -> pl.DataFrame:
+        """The text columns of every row, zero-copy over the mapped files (a range without rows has no file)."""
+        frames = [self._map(path) for path in self.paths if path.exists()]
         if not frames:
             from data.events import empty_events
 
