@@ -10,7 +10,7 @@ from typing import Callable
 import polars as pl
 
 from data.config import BuildConfig
-from data.rules import DROP_REASON
+from data.rules import DROP_REASON, rows_sharing
 
 
 def mark(df: pl.DataFrame, mask: pl.Expr, reason: str) -> pl.DataFrame:
@@ -174,15 +174,17 @@ def preference_conflicts(df: pl.DataFrame) -> pl.DataFrame:
 def kto_conflicts(df: pl.DataFrame) -> pl.DataFrame:
     """A generation judged both ways, or the same prompt and completion labelled both ways: no label is used."""
     df = mark(df, pl.col("_conflict"), "kto_label_conflict")
-    alive = df.filter(_alive()).group_by("_pk", "_tk").agg(pl.col("label").n_unique().alias("_n"))
-    both = alive.filter(pl.col("_n") > 1).select("_pk", "_tk")
+    # Only pairs that occur more than once can disagree (found by sorting, see rules.rows_sharing).
+    shared = rows_sharing(df.filter(_alive()).select("_pk", "_tk", "label"), ["_pk", "_tk"])
+    both = shared.group_by("_pk", "_tk").agg(pl.col("label").n_unique().alias("_n")) \
+        .filter(pl.col("_n") > 1).select("_pk", "_tk")
     return _mark_keys(df, both, ["_pk", "_tk"], "kto_label_conflict")
 
 
 def exact_duplicates(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """Keep the earliest of identical examples."""
     live = df.with_row_index("_i").filter(_alive()).select("_i", "ts", *keys)
-    copies = live.filter(pl.struct(keys).is_duplicated()).sort("ts", "_i")  # only these need ordering
+    copies = rows_sharing(live, keys).sort("ts", "_i")  # only these need ordering
     later = copies.filter(pl.int_range(pl.len()).over(keys) > 0)["_i"]
     return _mark_rows(df, later, "duplicate_example")
 
