@@ -27,7 +27,7 @@ import polars as pl
 
 from data import rules
 from data.config import BuildConfig
-from data.events import KEY_COLUMNS, KEYED_IDS, QuarantinedLine, ReadResult, id_key, read_events
+from data.events import KEYED_IDS, QuarantinedLine, ReadResult, id_key, read_events
 from data.records import SCHEMA_VERSION, parse_ts
 from data.rules import Drops
 
@@ -249,7 +249,6 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
     state.texts = full
     with _timed(state, "examples"):
         features = features() if features is not None else _event_features(full, state.read.texts)
-        meta = full.select("request_key", "session_key", "user_key", "ts", "generation_key")
         # Each per-event table goes as soon as nothing reads it (together they are hundreds of bytes an event).
         gens = rules.generation_table(events)
         del events
@@ -259,10 +258,10 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
         tables["kto"] = rules.kto_examples(gens)
         del gens
         for k in KINDS:
-            tables[k] = rules.attach(tables[k], features, meta, k)
+            tables[k] = rules.attach(tables[k], features, k)
             if k not in cfg.kinds:
                 tables[k] = tables[k].with_columns(drop=pl.lit("kind_not_built", rules.DROP_REASON))
-        del features, meta
+        del features
     with _timed(state, "filters"):
         tables = filters.apply_filters(tables, full, cfg, _take(state))
     with _timed(state, "split"):
@@ -270,9 +269,7 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
 
         tables = assign_split(tables, cfg, full, _take(state))
     check_keys()
-    # What the accounting and the write still read: the keys and the filters' columns go (memory per event).
-    state.read.events = state.read.events.drop(KEY_COLUMNS, strict=False)
-    state.texts = state.texts.drop(KEY_COLUMNS, strict=False)
+    # The filters' columns go (memory per example); the write orders the examples by their keys in the events.
     return {kind: t.drop(c for c in t.columns if c in FILTER_ONLY_COLUMNS) for kind, t in tables.items()}
 
 
@@ -573,7 +570,8 @@ def write_build(tmp: Path, state: BuildState, tables: dict[str, pl.DataFrame], b
             kind, [])
         # Only the columns the write reads are copied (sorting copies every column it carries).
         t = tables[kind].lazy().filter(pl.col("drop").is_null()).select(
-            list(dict.fromkeys(needs + order + ["split"]))).collect()
+            list(dict.fromkeys(needs + ["signal", "_tk", "split"]))).collect()
+        t = t.with_columns(rules.meta_of(state.texts, t, "ts", "request_key", "generation_key"))
         splits = {}
         for split in ("train", "test"):
             # Ordered by content, not by input position: the same events in any order or files give the same bytes.
@@ -623,7 +621,7 @@ def write_build(tmp: Path, state: BuildState, tables: dict[str, pl.DataFrame], b
         "accounting": base["accounting"],
         "redactions": state.redactions,
         "id_keys": {"seed": state.read.key_seed, "collisions": state.key_collisions},
-        "split": _split_summary(tables, cfg),
+        "split": _split_summary(tables, cfg, state.texts),
         "outputs": outputs,
         "versions": _versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -646,8 +644,9 @@ def _example_drops(tables: dict[str, pl.DataFrame]) -> dict[str, dict[str, int]]
     return out
 
 
-def _split_summary(tables: dict[str, pl.DataFrame], cfg: BuildConfig) -> dict:
-    kept = [t.filter(pl.col("drop").is_null()).select("user_key", "session_key", "split") for t in tables.values()]
+def _split_summary(tables: dict[str, pl.DataFrame], cfg: BuildConfig, events: pl.DataFrame) -> dict:
+    kept = [t.filter(pl.col("drop").is_null()).select("meta_row", "split") for t in tables.values()]
+    kept = [t.with_columns(rules.meta_of(events, t, "user_key", "session_key")) for t in kept]
     kept = pl.concat(kept) if kept else None
     units = {}
     if kept is not None and len(kept):

@@ -10,7 +10,7 @@ from typing import Callable
 import polars as pl
 
 from data.config import BuildConfig
-from data.rules import DROP_REASON, rows_sharing
+from data.rules import DROP_REASON, meta_of, rows_sharing
 
 
 def mark(df: pl.DataFrame, mask: pl.Expr, reason: str) -> pl.DataFrame:
@@ -181,9 +181,10 @@ def kto_conflicts(df: pl.DataFrame) -> pl.DataFrame:
     return _mark_keys(df, both, ["_pk", "_tk"], "kto_label_conflict")
 
 
-def exact_duplicates(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+def exact_duplicates(df: pl.DataFrame, keys: list[str], events: pl.DataFrame) -> pl.DataFrame:
     """Keep the earliest of identical examples."""
-    live = df.with_row_index("_i").filter(_alive()).select("_i", "ts", *keys)
+    live = df.with_row_index("_i").filter(_alive()).select("_i", "meta_row", *keys)
+    live = live.with_columns(meta_of(events, live, "ts"))
     copies = rows_sharing(live, keys).sort("ts", "_i")  # only these need ordering
     later = copies.filter(pl.int_range(pl.len()).over(keys) > 0)["_i"]
     return _mark_rows(df, later, "duplicate_example")
@@ -191,9 +192,10 @@ def exact_duplicates(df: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
 
 def near_duplicate_prompts(df: pl.DataFrame, events: pl.DataFrame, take: Take = gather_rows) -> pl.DataFrame:
     """Keep the examples of one turn per normalised prompt text (the earliest turn)."""
-    live = df.with_row_index("_i").filter(_alive()).select("_i", "prompt_row", "request_key", "ts")
+    live = df.with_row_index("_i").filter(_alive()).select("_i", "prompt_row", "meta_row")
     if live.is_empty():
         return df
+    live = live.with_columns(meta_of(events, live, "request_key", "ts"))
     def keys(part: pl.DataFrame) -> pl.Series:
         prompts = take(events["messages"], part["prompt_row"])
         return pl.select(normalised(pl.lit(prompts).list.eval(pl.element().struct.field("content")).list.join(" "))
@@ -204,11 +206,12 @@ def near_duplicate_prompts(df: pl.DataFrame, events: pl.DataFrame, take: Take = 
     return _mark_rows(df, live.filter(pl.col("request_key") != pl.col("_first"))["_i"], "near_duplicate_prompt")
 
 
-def regeneration_cap(df: pl.DataFrame, cap: int) -> pl.DataFrame:
+def regeneration_cap(df: pl.DataFrame, cap: int, events: pl.DataFrame) -> pl.DataFrame:
     """At most `cap` regeneration pairs per turn: pairs over the final answer first, latest regeneration first."""
     if cap <= 0:
         return df
-    ranked = df.with_row_index("_i").filter(_alive() & pl.col("_rank").is_not_null()).sort("_rank", "_i")
+    ranked = df.with_row_index("_i").filter(_alive() & pl.col("_rank").is_not_null()).select("_i", "_rank", "meta_row")
+    ranked = ranked.with_columns(meta_of(events, ranked, "request_key")).sort("_rank", "_i")
     over = ranked.filter(pl.int_range(pl.len()).over("request_key") >= cap)["_i"]
     return _mark_rows(df, over, "regeneration_cap")
 
@@ -236,14 +239,14 @@ def _filter_kind(kind: str, df: pl.DataFrame, events: pl.DataFrame, cfg: BuildCo
     df = token_limits(df, kind, events, cfg, take)
     if kind == "dpo":
         df = preference_conflicts(df)
-        df = exact_duplicates(df, ["_pk", "_tk", "_rk"])
+        df = exact_duplicates(df, ["_pk", "_tk", "_rk"], events)
     elif kind == "kto":
         df = kto_conflicts(df)
-        df = exact_duplicates(df, ["_pk", "_tk", "label"])
+        df = exact_duplicates(df, ["_pk", "_tk", "label"], events)
     else:
-        df = exact_duplicates(df, ["_pk", "_tk"])
+        df = exact_duplicates(df, ["_pk", "_tk"], events)
     if cfg.near_duplicate_prompts:
         df = near_duplicate_prompts(df, events, take)
     if kind == "dpo":
-        df = regeneration_cap(df, cfg.max_pairs_per_turn)
+        df = regeneration_cap(df, cfg.max_pairs_per_turn, events)
     return df

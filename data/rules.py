@@ -319,10 +319,11 @@ def kto_examples(gens: pl.DataFrame) -> pl.DataFrame:
         (pl.col("_good") & pl.col("_bad")).alias("_conflict"))
 
 
-def attach(examples: pl.DataFrame, features: pl.DataFrame, meta: pl.DataFrame, kind: str) -> pl.DataFrame:
-    """Give each example the per-row features (prompt key and size, text key and size) and metadata it needs
-    for filtering and splitting, by gathering from the per-event tables (no text is copied)."""
-    idx = {c: examples[c] for c in ("prompt_row", "text_row", "meta_row")}
+def attach(examples: pl.DataFrame, features: pl.DataFrame, kind: str) -> pl.DataFrame:
+    """Give each example the per-row features (prompt key and size, text key and size) it needs for filtering,
+    by gathering from the per-event table (no text is copied). Its ids and time stay in the event table: the
+    steps that need them gather them by `meta_row` (`meta_of`)."""
+    idx = {c: examples[c] for c in ("prompt_row", "text_row")}
     cols = [
         features["pk"].gather(idx["prompt_row"]).alias("_pk"),
         features["plen"].gather(idx["prompt_row"]).alias("_plen"),
@@ -334,6 +335,15 @@ def attach(examples: pl.DataFrame, features: pl.DataFrame, meta: pl.DataFrame, k
         rej = examples["rejected_row"]
         cols += [features["tk"].gather(rej).alias("_rk"), features["tlen"].gather(rej).alias("_rlen"),
                  features["tblank"].gather(rej).alias("_rblank")]
-    m = meta.select("request_key", "session_key", "user_key", "ts", "generation_key")
-    cols += [m[c].gather(idx["meta_row"]) for c in m.columns]
     return examples.with_columns(cols).with_columns(drop=pl.lit(None, DROP_REASON))
+
+
+# The example's metadata in the event table (keys and time of the generation judged or rejected, `meta_row`).
+META_KEYS = ["request_key", "session_key", "user_key", "ts", "generation_key"]
+
+
+def meta_of(events: pl.DataFrame, examples: pl.DataFrame, *columns: str) -> list[pl.Series]:
+    """Columns of the examples' `meta_row` events (kept once, in the event table, rather than in every example
+    table: 40 bytes an example)."""
+    rows = examples["meta_row"]
+    return [events[c].gather(rows) for c in columns]

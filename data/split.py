@@ -15,7 +15,7 @@ import polars as pl
 
 from data.config import BuildConfig
 from data.filters import mark
-from data.rules import SPLIT
+from data.rules import SPLIT, meta_of
 from data.records import parse_ts
 
 
@@ -40,6 +40,8 @@ def assign_split(tables: dict[str, pl.DataFrame], cfg: BuildConfig, events: pl.D
     is read from the event table (`take(column, rows)` gathers) for one example of each unit."""
     unit = "user_key" if cfg.split_by == "user" else "session_key"
     take = take or (lambda column, rows: column.gather(rows))
+    # The unit and time of each example, from its generation in the event table.
+    tables = {k: t.with_columns(meta_of(events, t, unit, "ts")) for k, t in tables.items()}
     units = pl.concat([t.select(unit, "meta_row") for t in tables.values()]).unique(subset=unit, keep="first")
     ids = take(events[unit.replace("_key", "_id")], units["meta_row"]).to_list()
     test = [k for k, u in zip(units[unit].to_list(), ids) if stable_fraction(u, cfg.split_seed) < cfg.test_fraction]
@@ -53,7 +55,7 @@ def assign_split(tables: dict[str, pl.DataFrame], cfg: BuildConfig, events: pl.D
             wrong_side = ((pl.col("split") == "test") & (pl.col("ts") < cut)) | (
                 (pl.col("split") == "train") & (pl.col("ts") >= cut))
             df = mark(df, wrong_side, "split_time_cutoff")
-        out[kind] = df
+        out[kind] = df.drop(unit, "ts")
     if cfg.remove_test_prompts_from_train:
         test_prompts = pl.concat([t.filter(pl.col("drop").is_null() & (pl.col("split") == "test"))["_pk"]
                                   for t in out.values()]).unique().implode()
