@@ -370,12 +370,14 @@ def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
     rows and counts: no table as long as the log is built."""
     read = state.read
 
-    def sources(t: pl.DataFrame) -> pl.DataFrame:  # one (row, drop) per event an example was built from
+    def sources(t: pl.DataFrame, kept: bool) -> pl.DataFrame:  # one (row, drop) per event an example was built from
+        t = t.lazy().filter(pl.col("drop").is_null() if kept else pl.col("drop").is_not_null()) \
+            .select(*rules.src_columns(t), "drop").collect()
         return pl.concat([t.select(pl.col(c).alias("row"), "drop") for c in rules.src_columns(t)]).drop_nulls("row")
 
     n_events = len(read.events)
     gone = state.dedupe_rows if state.dedupe_rows is not None else pl.Series("row", [], pl.UInt32)
-    used = pl.concat([sources(t.filter(pl.col("drop").is_null()))["row"] for t in tables.values()]
+    used = pl.concat([sources(t, kept=True)["row"] for t in tables.values()]
                      + [state.applied.cast(pl.UInt32)]).unique()
     # Step drops: each row under the one reason its step gave it (a row dropped twice is a bug).
     step = [(f["reason"][0], f["row"]) for f in state.drops.frames]
@@ -396,7 +398,7 @@ def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
     # An event in no kept example and dropped by no step: the first reason (in filter order, which is the order of
     # the Enum) that removed an example built from it; else it carried no signal.
     settled = pl.concat([used, dropped_rows, gone.cast(pl.UInt32)]).implode()
-    ex = pl.concat([sources(t.filter(pl.col("drop").is_not_null())) for t in tables.values()]) \
+    ex = pl.concat([sources(t, kept=False) for t in tables.values()]) \
         .filter(~pl.col("row").is_in(settled))
     ex = ex.group_by("row").agg(pl.col("drop").min())
     for reason, n in ex.group_by("drop").len().iter_rows():
@@ -645,7 +647,7 @@ def _example_drops(tables: dict[str, pl.DataFrame]) -> dict[str, dict[str, int]]
 
 
 def _split_summary(tables: dict[str, pl.DataFrame], cfg: BuildConfig, events: pl.DataFrame) -> dict:
-    kept = [t.filter(pl.col("drop").is_null()).select("meta_row", "split") for t in tables.values()]
+    kept = [t.lazy().filter(pl.col("drop").is_null()).select("meta_row", "split").collect() for t in tables.values()]
     kept = [t.with_columns(rules.meta_of(events, t, "user_key", "session_key")) for t in kept]
     kept = pl.concat(kept) if kept else None
     units = {}

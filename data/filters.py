@@ -96,8 +96,8 @@ def trivial_pairs(df: pl.DataFrame, events: pl.DataFrame, min_edit_chars: int,
     nothing about preference; a regeneration pair whose two texts are the same that way is no pair either."""
     # Regeneration pairs: only exact copies are caught (by hash), reading their texts is not worth it.
     df = mark(df, (pl.col("_tk") == pl.col("_rk")) & (pl.col("signal") != "edit"), "identical_pair")
-    live = df.with_row_index("_i").filter(_alive() & (pl.col("signal") == "edit")).select(
-        "_i", "text_row", "rejected_row")
+    live = df.lazy().with_row_index("_i").filter(_alive() & (pl.col("signal") == "edit")).select(
+        "_i", "text_row", "rejected_row").collect()
     if live.is_empty():
         return df
     return _mark_rows(df, _in_slices(live, lambda part: _trivial_edits(part, events, min_edit_chars, take)),
@@ -141,7 +141,8 @@ def token_limits(df: pl.DataFrame, kind: str, events: pl.DataFrame, cfg: BuildCo
     """Prompt + longest completion in tokens, with a fast tokenizer in batches; only with a tokenizer path."""
     if not cfg.tokenizer or cfg.max_tokens is None:
         return df
-    live = df.with_row_index("_i").filter(_alive())
+    rows = ["_i", "prompt_row", "text_row"] + (["rejected_row"] if kind == "dpo" else [])
+    live = df.lazy().with_row_index("_i").filter(_alive()).select(rows).collect()
     if live.is_empty():
         return df
     return _mark_rows(df, _in_slices(live, lambda part: _too_many_tokens(part, kind, events, cfg, take)),
@@ -165,7 +166,7 @@ def _too_many_tokens(live: pl.DataFrame, kind: str, events: pl.DataFrame, cfg: B
 
 def preference_conflicts(df: pl.DataFrame) -> pl.DataFrame:
     """The same prompt with A over B and B over A: neither pair is used."""
-    alive = df.filter(_alive()).select("_pk", "_tk", "_rk").unique()
+    alive = df.lazy().filter(_alive()).select("_pk", "_tk", "_rk").collect().unique()
     reversed_ = alive.select("_pk", pl.col("_rk").alias("_tk"), pl.col("_tk").alias("_rk"))
     both = alive.join(reversed_, on=["_pk", "_tk", "_rk"], how="semi")
     return _mark_keys(df, both, ["_pk", "_tk", "_rk"], "preference_conflict")
@@ -175,7 +176,7 @@ def kto_conflicts(df: pl.DataFrame) -> pl.DataFrame:
     """A generation judged both ways, or the same prompt and completion labelled both ways: no label is used."""
     df = mark(df, pl.col("_conflict"), "kto_label_conflict")
     # Only pairs that occur more than once can disagree (found by sorting, see rules.rows_sharing).
-    shared = rows_sharing(df.filter(_alive()).select("_pk", "_tk", "label"), ["_pk", "_tk"])
+    shared = rows_sharing(df.lazy().filter(_alive()).select("_pk", "_tk", "label").collect(), ["_pk", "_tk"])
     both = shared.group_by("_pk", "_tk").agg(pl.col("label").n_unique().alias("_n")) \
         .filter(pl.col("_n") > 1).select("_pk", "_tk")
     return _mark_keys(df, both, ["_pk", "_tk"], "kto_label_conflict")
@@ -183,7 +184,7 @@ def kto_conflicts(df: pl.DataFrame) -> pl.DataFrame:
 
 def exact_duplicates(df: pl.DataFrame, keys: list[str], events: pl.DataFrame) -> pl.DataFrame:
     """Keep the earliest of identical examples."""
-    live = df.with_row_index("_i").filter(_alive()).select("_i", "meta_row", *keys)
+    live = df.lazy().with_row_index("_i").filter(_alive()).select("_i", "meta_row", *keys).collect()
     live = live.with_columns(meta_of(events, live, "ts"))
     copies = rows_sharing(live, keys).sort("ts", "_i")  # only these need ordering
     later = copies.filter(pl.int_range(pl.len()).over(keys) > 0)["_i"]
@@ -192,7 +193,7 @@ def exact_duplicates(df: pl.DataFrame, keys: list[str], events: pl.DataFrame) ->
 
 def near_duplicate_prompts(df: pl.DataFrame, events: pl.DataFrame, take: Take = gather_rows) -> pl.DataFrame:
     """Keep the examples of one turn per normalised prompt text (the earliest turn)."""
-    live = df.with_row_index("_i").filter(_alive()).select("_i", "prompt_row", "meta_row")
+    live = df.lazy().with_row_index("_i").filter(_alive()).select("_i", "prompt_row", "meta_row").collect()
     if live.is_empty():
         return df
     live = live.with_columns(meta_of(events, live, "request_key", "ts"))
@@ -210,7 +211,8 @@ def regeneration_cap(df: pl.DataFrame, cap: int, events: pl.DataFrame) -> pl.Dat
     """At most `cap` regeneration pairs per turn: pairs over the final answer first, latest regeneration first."""
     if cap <= 0:
         return df
-    ranked = df.with_row_index("_i").filter(_alive() & pl.col("_rank").is_not_null()).select("_i", "_rank", "meta_row")
+    ranked = df.lazy().with_row_index("_i").filter(_alive() & pl.col("_rank").is_not_null()) \
+        .select("_i", "_rank", "meta_row").collect()
     ranked = ranked.with_columns(meta_of(events, ranked, "request_key")).sort("_rank", "_i")
     over = ranked.filter(pl.int_range(pl.len()).over("request_key") >= cap)["_i"]
     return _mark_rows(df, over, "regeneration_cap")

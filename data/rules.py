@@ -100,11 +100,12 @@ def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = Non
     (repeated and conflicting copies, counted by dedupe). Returns (linked events, alive, orphan rows)."""
     n = len(events)
     gone = gone if gone is not None else pl.Series("row", [], pl.UInt32)
-    gens = events.filter(pl.col("type") == "generation").select(
-        "row", "ts", "generation_key", "user_key", "session_key", "tenant_key", "request_key")
+    # Lazy, so that the filter copies only the selected columns (an eager filter copies every column first).
+    gens = events.lazy().filter(pl.col("type") == "generation").select(
+        "row", "ts", "generation_key", "user_key", "session_key", "tenant_key", "request_key").collect()
     if len(gone):
         gens = gens.filter(~pl.col("row").is_in(gone.implode()))
-    reused = rows_sharing(gens, ["generation_key"]).sort("ts", "row")  # usually none
+    reused = rows_sharing(gens.select("generation_key", "ts", "row"), ["generation_key"]).sort("ts", "row")  # usually none
     second = reused.filter(~pl.col("generation_key").is_first_distinct())
     if len(second):
         drops.add(second, "duplicate_generation_id")
@@ -160,7 +161,7 @@ def apply_forget(events: pl.DataFrame, alive: pl.Series, drops: Drops) -> tuple[
 
     Returns (alive without both, the rows of the forget events themselves)."""
     is_forget = events.select((pl.col("type") == "forget") & alive).to_series()
-    forget_rows = events.filter(is_forget).select("row", "user_key")
+    forget_rows = events.select("row", "user_key").filter(is_forget)
     if forget_rows.is_empty():
         return alive, forget_rows["row"]
     forgotten = forget_rows["user_key"].unique().implode()
@@ -187,7 +188,7 @@ def supersede(events: pl.DataFrame, alive: pl.Series, drops: Drops) -> pl.Series
     latest rephrase/abandon of a request counts; the earlier ones are dropped as superseded."""
     target = pl.when(pl.col("type").is_in(ON_REQUEST)).then(pl.col("request_key")) \
         .otherwise(pl.col("generation_key"))
-    feedback = events.filter(alive & (events["type"] != "generation")).select("row", "type", "ts", _target=target)
+    feedback = events.select("row", "type", "ts", _target=target).filter(alive & (events["type"] != "generation"))
     # Only targets with several signals of one kind need ordering.
     several = rows_sharing(feedback, ["type", "_target"])
     stale = _latest_first(several).filter(pl.int_range(pl.len()).over("type", "_target") > 0)
@@ -211,7 +212,8 @@ def in_play(events: pl.DataFrame, alive: pl.Series) -> pl.DataFrame:
 def generation_table(events: pl.DataFrame) -> pl.DataFrame:
     """One row per generation (`row`), with the rows of the (latest) feedback on it and of the turn-level signals
     of its request. Only ids and row numbers: texts stay in the event table until the write."""
-    gens = events.filter(pl.col("type") == "generation").select("row", "generation_key", "request_key", "ts")
+    gens = events.lazy().filter(pl.col("type") == "generation").select(
+        "row", "generation_key", "request_key", "ts").collect()
 
     # Each signal's columns are joined onto the generations' key alone and set beside them, so the growing table
     # is never copied. Superseding left at most one signal of a kind per target, so each join keeps the rows.
@@ -220,8 +222,9 @@ def generation_table(events: pl.DataFrame) -> pl.DataFrame:
         return gens.select(on).join(found, on=on, how="left", maintain_order="left").drop(on).get_columns()
 
     def feedback(t: str, *cols: str) -> pl.DataFrame:
-        return events.filter(pl.col("type") == t).select(
-            pl.col("gen_row").alias("row"), pl.col("row").alias(f"{t}_row"), pl.col("ts").alias(f"{t}_ts"), *cols)
+        return events.lazy().filter(pl.col("type") == t).select(
+            pl.col("gen_row").alias("row"), pl.col("row").alias(f"{t}_row"), pl.col("ts").alias(f"{t}_ts"),
+            *cols).collect()
 
     gens = gens.with_columns(*beside("row", feedback("edit")), *beside("row", feedback("accept")),
                              *beside("row", feedback("regenerate")), *beside("row", feedback("rating", "value")))
@@ -229,8 +232,8 @@ def generation_table(events: pl.DataFrame) -> pl.DataFrame:
     last = gens.select("ts", "row", "request_key").sort("ts", "row").group_by("request_key") \
         .agg(pl.col("row").last())["row"]
     is_last = gens["row"].is_in(last.implode())
-    turn = [events.filter(pl.col("type") == t).select("request_key", pl.col("row").alias(f"{t}_row"))
-            for t in ("rephrase", "abandon")]
+    turn = [events.lazy().filter(pl.col("type") == t).select("request_key", pl.col("row").alias(f"{t}_row"))
+            .collect() for t in ("rephrase", "abandon")]
     return gens.with_columns(is_last.alias("is_last"), *(
         pl.when(is_last).then(column).alias(column.name) for t in turn for column in beside("request_key", t)))
 
