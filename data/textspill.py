@@ -3,9 +3,10 @@
 The rules need every event's ids at once (feedback may come anywhere, in any file), but only to compare them: they
 work on 64-bit keys of the ids. The texts (prompts, outputs, edits, comments, params) and the id strings are needed
 only at the end: to compute per-event features, to read the edit pairs and to write the datasets. The reader
-therefore appends each block's `SPILLED_COLUMNS` to an Arrow IPC file (one per input range, in row order) and keeps
-only keys, types, times, ratings and line numbers in memory; `TextSpill.open()` maps the
-files back as zero-copy Polars columns, so the event table looks the same to every step. Pages of a mapped file
+therefore appends each block's `SPILLED_COLUMNS` to an Arrow IPC file (one per input range, in row order);
+`TextSpill.open()` maps the files back as zero-copy Polars columns, so the event table looks the same to every
+step. Once the read is done, the 8-byte columns (keys, times, line numbers) follow them (`TextSpill.hold`): what
+stays in the process's own memory is a byte or two of an event (type, rating, file). Pages of a mapped file
 count in the process's RSS once touched, so the steps that read texts gather them one record batch at a time
 (`TextSpill.gather`) and hand the pages back as they go: they stay in the page cache, which the kernel may evict.
 """
