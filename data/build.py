@@ -245,7 +245,7 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
         with _timed(state, "redact"):
             from data.redact import redact_events
 
-            full, state.redactions = redact_events(full, events["row"], cfg.redact)
+            full, state.redactions = redact_events(full, events["row"], cfg.redact, state.read.texts)
     state.texts = full
     with _timed(state, "examples"):
         features = features() if features is not None else _event_features(full, state.read.texts)

@@ -111,6 +111,28 @@ class TextSpill:
             mapped.append(self._map(path).to_series())
         return frame.with_columns(mapped)
 
+    def hold_batches(self, name: str, parts) -> pl.DataFrame:
+        """Frames of the same columns (an iterable, each consumed before the next is made) written to one file, a
+        record batch each, and mapped back: the result has one chunk per part."""
+        import pyarrow as pa
+
+        path = self.folder / f"{name}.arrow"
+        writer = sink = None
+        try:
+            for part in parts:
+                table = part.rechunk().to_arrow(compat_level=_VIEWS).combine_chunks()
+                if writer is None:
+                    sink = pa.OSFile(str(path), "wb")
+                    writer = pa.ipc.new_file(sink, table.schema)
+                for batch in table.to_batches() or [pa.RecordBatch.from_pylist([], schema=table.schema)]:
+                    writer.write_batch(batch)
+        finally:
+            if writer is not None:
+                writer.close()
+            if sink is not None:
+                sink.close()
+        return self._map(path)
+
     def open(self, rows: int) -> pl.DataFrame:
         """The text columns of every row, zero-copy over the mapped files (a range without rows has no file)."""
         frames = [self._map(path) for path in self.paths if path.exists()]

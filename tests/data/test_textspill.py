@@ -98,8 +98,8 @@ def test_events_read_with_texts_on_disk_equal_those_in_memory(tmp_path, monkeypa
 
 
 def test_the_keyed_table_holds_only_numbers_in_memory(tmp_path):
-    """What the build reads: every string column mapped from disk; in memory, types, times, ratings, files, lines
-    and the ids' 64-bit keys, which equal the keys of the strings."""
+    """What the build reads: every string column mapped from disk, and the 8-byte columns (times, lines and the
+    ids' 64-bit keys, which equal the keys of the strings) written there too, one file a column."""
     path = tmp_path / "log.jsonl"
     _log_with_every_kind_of_line(path)
     read = ev.read_events([path], spill_dir=tmp_path, keys=True)
@@ -111,6 +111,11 @@ def test_the_keyed_table_holds_only_numbers_in_memory(tmp_path):
     for key, name in ev.KEYED_IDS.items():
         assert_series_equal(events[key], events.select(ev.id_key(name)).to_series(), check_names=False)
         assert events[key].null_count() == events[name].null_count()
+    wide = sorted(["ts", "line"] + ev.KEY_COLUMNS)
+    assert sorted(p.name.removeprefix("column-").removesuffix(".arrow") for p in tmp_path.glob("column-*.arrow")) == wide
+    for name in wide:
+        assert events[name].n_chunks() == 1
+        assert_series_equal(events[name], pl.read_ipc(tmp_path / f"column-{name}.arrow").to_series())
 
 
 def test_gather_batch_by_batch_equals_a_plain_gather(tmp_path, monkeypatch):
