@@ -145,6 +145,8 @@ def _build(inputs: list, out: Path, cfg: BuildConfig, progress, spill_dir: str |
                        progress=(lambda n: progress("read", n)) if progress else None, spill_dir=spill_dir,
                        keys=True)
     state = BuildState(config=cfg, read=read, quarantine=list(read.quarantine))
+    if read.texts is not None:  # the pages the read mapped
+        read.texts.release_over()
     state.timings["read"] = time.perf_counter() - t0
     state.cpu["read"] = _cpu() - c0
     if cfg.strict and read.quarantine:

@@ -462,15 +462,21 @@ def read_events(
         if workers > 1 and _splittable(path) and not path.endswith(".parquet"):
             frames.extend(_read_parallel(path, max_line_bytes, workers, result, info, progress, fast, spill, keys))
         else:
-            segment = spill.segment() if spill is not None else None
+            segment = spill.segment(numbers=True) if spill is not None else None
             parser = _BlockParser(path, max_line_bytes, result, fast, keys)
             if path.endswith(".parquet"):
                 blocks = _read_parquet(path, parser, info)
             else:
                 blocks = _read_lines(path, parser, info, progress)
-            frames.extend(segment.take(df) if segment is not None else df for df in blocks)
-            if segment is not None:
+            if segment is None:
+                frames.extend(blocks)
+            else:
+                for df in blocks:
+                    segment.take(df)  # texts and numbers to files: the reader holds one block
                 segment.close()
+                numbers = spill.map_numbers(segment.numbers_files())
+                if numbers is not None:
+                    frames.append(numbers)
         if keys:
             frames[first:] = [df.with_columns(source=pl.lit(path, dtype=source)) for df in frames[first:]]
         # Hashed after it was parsed (from the page cache), on a thread: it overlaps the next file and the
@@ -548,26 +554,30 @@ def _read_range(path: str, start: int, end: int, max_line_bytes: int, progress=N
         df = parser.parse(lines, n + 1)
         n += len(lines)
         if df is not None:
-            frames.append(segment.take(df) if segment is not None else df)
+            rest = segment.take(df) if segment is not None else df
+            if rest is not None:
+                frames.append(rest)
         if progress is not None:
             progress(len(lines))
     if segment is not None:
         segment.close()
     events = pl.concat(frames, how="vertical", rechunk=False) if frames else None
-    return {"events": events, "quarantine": result.quarantine, "blank": result.blank_lines,
+    # With a segment that writes numbers too, the range's table is in those files (`numbers`), not in `events`.
+    numbers = [str(p) for p in segment.numbers_files()] if segment is not None else []
+    return {"events": events, "numbers": numbers, "quarantine": result.quarantine, "blank": result.blank_lines,
             "oversized": result.oversized, "lines": n}
 
 
 def _range_worker_main(argv: list[str]) -> None:
     """Entry point of a reader subprocess: read one byte range, leave the table and the rest in `outdir`."""
     path, start, end, max_line_bytes, outdir = argv[0], int(argv[1]), int(argv[2]), int(argv[3]), Path(argv[4])
-    segment = SegmentWriter(argv[6]) if argv[6] != "-" else None
+    segment = SegmentWriter(argv[6], numbers=True) if argv[6] != "-" else None
     part = _read_range(path, start, end, max_line_bytes, fast=argv[5] == "fast", segment=segment,
                        keys=argv[7] == "keys")
     if part["events"] is not None:
         part["events"].write_ipc(outdir / "events.arrow", compression="uncompressed")
     meta = {"quarantine": [q.to_dict() for q in part["quarantine"]], "blank": part["blank"],
-            "oversized": part["oversized"], "lines": part["lines"]}
+            "oversized": part["oversized"], "lines": part["lines"], "numbers": part["numbers"]}
     (outdir / "meta.json").write_bytes(orjson.dumps(meta))
 
 
@@ -595,7 +605,8 @@ def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadRes
     starts = _range_starts(local, workers)
     ranges = list(zip(starts[:-1], starts[1:]))
     with tempfile.TemporaryDirectory(prefix="flywheel-read-", dir=_handover_dir(os.path.getsize(local))) as tmp:
-        first = spill.segment() if spill is not None else None  # the texts of each range, in row order
+        # The texts and numbers of each range, in row order, to files (none of the table stays in memory).
+        first = spill.segment(numbers=True) if spill is not None else None
         procs = []
         for k, (a, b) in enumerate(ranges[1:], start=1):
             out = Path(tmp) / str(k)
@@ -613,14 +624,16 @@ def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadRes
                 raise RuntimeError(f"reader subprocess for {path} failed:\n{err.decode(errors='replace')[-2000:]}")
             meta = orjson.loads((out / "meta.json").read_bytes())
             events = pl.read_ipc(out / "events.arrow") if (out / "events.arrow").exists() else None
-            parts.append({"events": events, "quarantine": [QuarantinedLine(**q) for q in meta["quarantine"]],
+            parts.append({"events": events, "numbers": meta["numbers"], "quarantine": [QuarantinedLine(**q) for q in meta["quarantine"]],
                           "blank": meta["blank"], "oversized": [tuple(o) for o in meta["oversized"]],
                           "lines": meta["lines"]})
     frames = []
     for part in parts:
         offset = info.lines
-        if part["events"] is not None:
-            frames.append(part["events"].with_columns(pl.lit(path).alias("source"), pl.col("line") + offset))
+        events = part["events"] if part["events"] is not None else (
+            spill.map_numbers(part["numbers"]) if spill is not None else None)
+        if events is not None:
+            frames.append(events.with_columns(pl.lit(path).alias("source"), pl.col("line") + offset))
         for q in part["quarantine"]:
             q.source, q.line = path, q.line + offset
             result.quarantine.append(q)

@@ -37,24 +37,41 @@ _VIEWS = pl.CompatLevel.newest()
 
 
 class SegmentWriter:
-    """Takes event frames in row order: writes their text columns to `path`, returns the rest."""
+    """Takes event frames in row order: writes their text columns to `path`. The rest (numbers) it returns, or
+    with `numbers=True` writes to files beside `path` too (`numbers_files()`), so that a reader holds neither."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, numbers: bool = False):
         self.path = Path(path)
         self.pending: list[pl.DataFrame] = []
         self.pending_bytes = 0
         self.writer = None
         self.sink = None
+        self.numbers = [] if numbers else None  # frames waiting for the next flush
+        self.numbers_paths: list[Path] = []
 
-    def take(self, df: pl.DataFrame) -> pl.DataFrame:
+    def take(self, df: pl.DataFrame) -> pl.DataFrame | None:
         texts = df.select(SPILLED_COLUMNS)
         self.pending.append(texts)
         self.pending_bytes += texts.estimated_size()
+        rest = df.drop(SPILLED_COLUMNS)
+        if self.numbers is not None:
+            self.numbers.append(rest)
+            rest = None
         if self.pending_bytes >= BATCH_BYTES:
             self._flush()
-        return df.drop(SPILLED_COLUMNS)
+        return rest
+
+    def numbers_files(self) -> list[Path]:
+        """The files of the numbers taken (after `close`), in row order."""
+        return list(self.numbers_paths)
 
     def _flush(self) -> None:
+        if self.numbers:
+            # Polars' own IPC files: its Enum columns come back as they were.
+            path = self.path.with_name(f"{self.path.stem}-numbers-{len(self.numbers_paths):05d}.arrow")
+            pl.concat(self.numbers, rechunk=True).write_ipc(path)
+            self.numbers_paths.append(path)
+            self.numbers = []
         if not self.pending:
             return
         import pyarrow as pa
@@ -88,8 +105,13 @@ class TextSpill:
         self.paths.append(path)
         return path
 
-    def segment(self) -> SegmentWriter:
-        return SegmentWriter(self.segment_path())
+    def segment(self, numbers: bool = False) -> SegmentWriter:
+        return SegmentWriter(self.segment_path(), numbers)
+
+    def map_numbers(self, paths: list) -> pl.DataFrame | None:
+        """The number files a segment wrote (`SegmentWriter.numbers_files`), mapped, as one frame."""
+        frames = [self._map(Path(p)) for p in paths]
+        return pl.concat(frames, rechunk=False) if frames else None
 
     def _map(self, path: Path) -> pl.DataFrame:
         """An Arrow IPC file as a Polars frame over a read-only map of it (zero-copy)."""
