@@ -145,8 +145,7 @@ def _build(inputs: list, out: Path, cfg: BuildConfig, progress, spill_dir: str |
                        progress=(lambda n: progress("read", n)) if progress else None, spill_dir=spill_dir,
                        keys=True)
     state = BuildState(config=cfg, read=read, quarantine=list(read.quarantine))
-    if read.texts is not None:  # the pages the read mapped
-        read.texts.release_over()
+    _release(state)  # the pages the read mapped
     state.timings["read"] = time.perf_counter() - t0
     state.cpu["read"] = _cpu() - c0
     if cfg.strict and read.quarantine:
@@ -193,11 +192,15 @@ def _timed(state: BuildState, name: str):
     try:
         yield
     finally:
-        # The mapped event columns and texts a step read: handed back to the page cache between steps.
-        if state.read.texts is not None:
-            state.read.texts.release_over()
+        _release(state)
         state.timings[name] = state.timings.get(name, 0.0) + time.perf_counter() - start
         state.cpu[name] = state.cpu.get(name, 0.0) + _cpu() - cpu
+
+
+def _release(state: BuildState) -> None:
+    """Hand the mapped event columns and texts the last steps read back to the page cache (once over a limit)."""
+    if state.read.texts is not None:
+        state.read.texts.release_over()
 
 
 def _cpu() -> float:
@@ -234,12 +237,16 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
         state.event_counts = dict(sorted(
             events.lazy().select("row", "type").filter(~pl.col("row").is_in(state.dedupe_rows.implode()))
             .group_by("type").len().collect().iter_rows()))
+        _release(state)
         # Link, forget, tenant and supersede narrow down one mask of the rows in play (`alive`) over the same
         # table; linking leaves out the repeated and conflicting copies.
+        # The mapped columns a step read are handed back after it (they are clean pages of the page cache).
         events, alive, state.orphans = rules.link_events(events, state.drops, gone=state.dedupe_rows)
+        _release(state)
         alive, state.applied = rules.apply_forget(events, alive, state.drops)
         alive = select_tenant(events, alive, cfg, state.drops, full, _take(state), state.read.key_seed)
         alive = rules.supersede(events, alive, state.drops)
+        _release(state)
         # The one copy of the events the rules make: the rows still in play, the columns the examples read.
         events = rules.in_play(events, alive)
         del alive

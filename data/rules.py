@@ -223,10 +223,11 @@ def generation_table(events: pl.DataFrame) -> pl.DataFrame:
 
     def feedback(t: str, *cols: str) -> pl.DataFrame:
         return events.lazy().filter(pl.col("type") == t).select(
-            pl.col("gen_row").alias("row"), pl.col("row").alias(f"{t}_row"), pl.col("ts").alias(f"{t}_ts"),
-            *cols).collect()
+            pl.col("gen_row").alias("row"), pl.col("row").alias(f"{t}_row"), *cols).collect()
 
-    gens = gens.with_columns(*beside("row", feedback("edit")), *beside("row", feedback("accept")),
+    # The final answer is chosen by the time of its accept or edit; no rule reads the others' times.
+    gens = gens.with_columns(*beside("row", feedback("edit", pl.col("ts").alias("edit_ts"))),
+                             *beside("row", feedback("accept", pl.col("ts").alias("accept_ts"))),
                              *beside("row", feedback("regenerate")), *beside("row", feedback("rating", "value")))
     # Turn-level: the last generation of a request is the one a rephrase or an abandon judges.
     last = gens.select("ts", "row", "request_key").sort("ts", "row").group_by("request_key") \
