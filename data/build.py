@@ -28,7 +28,7 @@ import polars as pl
 from data import rules
 from data.config import BuildConfig
 from data.events import KEYED_IDS, QuarantinedLine, ReadResult, id_key, read_events
-from data.records import SCHEMA_VERSION, parse_ts
+from data.records import FEEDBACK_ON_GENERATION, SCHEMA_VERSION, parse_ts
 from data.rules import Drops
 
 KINDS = ("sft", "dpo", "kto")
@@ -626,7 +626,7 @@ def write_build(tmp: Path, state: BuildState, tables: dict[str, pl.DataFrame], b
         if state.orphans is not None and len(state.orphans):
             rows = _rows_of(state)(state.texts, state.orphans.sort())
             for r in rows.iter_rows(named=True):
-                target = r["generation_id"] if r["type"] in ("edit", "regenerate", "accept", "rating") \
+                target = r["generation_id"] if r["type"] in FEEDBACK_ON_GENERATION \
                     else r["request_id"]
                 f.write(orjson.dumps({"source": r["source"], "line": r["line"],
                                       "reason": f"orphan: no input holds {target!r}",

@@ -545,7 +545,7 @@ def _iter_range_blocks(path: str, start: int, end: int, block_bytes: int = BLOCK
 def _read_range(path: str, start: int, end: int, max_line_bytes: int, progress=None, fast: bool = True,
                 segment: SegmentWriter | None = None, keys: bool = False) -> dict:
     """One byte range of a file, with line numbers counted from the range's first line (1-based); with `segment`,
-    the text columns go to its file and the table holds the rest."""
+    the text columns go to its file, and the rest to the table or, if it takes numbers too, to its number files."""
     result = ReadResult(events=empty_events())
     parser = _BlockParser(path, max_line_bytes, result, fast, keys)
     frames = []
@@ -624,8 +624,8 @@ def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadRes
                 raise RuntimeError(f"reader subprocess for {path} failed:\n{err.decode(errors='replace')[-2000:]}")
             meta = orjson.loads((out / "meta.json").read_bytes())
             events = pl.read_ipc(out / "events.arrow") if (out / "events.arrow").exists() else None
-            parts.append({"events": events, "numbers": meta["numbers"], "quarantine": [QuarantinedLine(**q) for q in meta["quarantine"]],
-                          "blank": meta["blank"], "oversized": [tuple(o) for o in meta["oversized"]],
+            parts.append({"events": events, "numbers": meta["numbers"],
+                          "quarantine": [QuarantinedLine(**q) for q in meta["quarantine"]], "blank": meta["blank"], "oversized": [tuple(o) for o in meta["oversized"]],
                           "lines": meta["lines"]})
     frames = []
     for part in parts:

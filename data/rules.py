@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from data.records import FEEDBACK_ON_GENERATION, FEEDBACK_ON_REQUEST
+
 META_COLUMNS = ["signal", "request_id", "session_id", "user_id", "tenant", "tags", "ts", "generation_id",
                 "model_base", "model_adapter"]
 # Example-level drop reasons, in the order their steps run: an event that ends up in no kept example is reported
@@ -78,18 +80,14 @@ def dedupe_events(events: pl.DataFrame, rows_of=None) -> tuple[pl.Series, pl.Dat
     return repeated, conflicting
 
 
-ON_GENERATION = ["edit", "regenerate", "accept", "rating"]
-ON_REQUEST = ["rephrase", "abandon"]
-
-
 def flags(n: int, positions: pl.Series) -> pl.Series:
     """A Boolean Series of length n, true at `positions`."""
     flags = pl.repeat(False, n, dtype=pl.Boolean, eager=True)
     return flags.scatter(positions, True) if len(positions) else flags
 
 
-def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = None) -> tuple[pl.DataFrame, pl.Series,
-                                                                                            pl.Series]:
+def link_events(events: pl.DataFrame, drops: Drops,
+                gone: pl.Series | None = None) -> tuple[pl.DataFrame, pl.Series, pl.Series]:
     """Tie feedback to its generation; set aside orphans, a second generation claiming a known id, and requests
     spread over several users or sessions.
 
@@ -120,8 +118,8 @@ def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = Non
         pl.col("user_key").first().alias("req_user"), pl.col("tenant_key").first().alias("req_tenant"),
         ((pl.col("user_key").n_unique() > 1) | (pl.col("session_key").n_unique() > 1)).alias("_bad"))
     bad = by_req.filter(pl.col("_bad"))["request_key"].implode()
-    on_gen = events.select(pl.arg_where(pl.col("type").is_in(ON_GENERATION))).to_series()
-    on_req = events.select(pl.arg_where(pl.col("type").is_in(ON_REQUEST))).to_series()
+    on_gen = events.select(pl.arg_where(pl.col("type").is_in(FEEDBACK_ON_GENERATION))).to_series()
+    on_req = events.select(pl.arg_where(pl.col("type").is_in(FEEDBACK_ON_REQUEST))).to_series()
     by_gen = gens.select("generation_key", pl.col("user_key").alias("gen_user"),
                          pl.col("tenant_key").alias("gen_tenant"), pl.col("request_key").alias("gen_request"),
                          pl.col("row").alias("gen_row"))
@@ -186,7 +184,7 @@ def drop_where(events: pl.DataFrame, alive: pl.Series, mask: pl.Expr, reason: st
 def supersede(events: pl.DataFrame, alive: pl.Series, drops: Drops) -> pl.Series:
     """One signal of each kind per target: the latest edit/rating/accept/regenerate of a generation counts, the
     latest rephrase/abandon of a request counts; the earlier ones are dropped as superseded."""
-    target = pl.when(pl.col("type").is_in(ON_REQUEST)).then(pl.col("request_key")) \
+    target = pl.when(pl.col("type").is_in(FEEDBACK_ON_REQUEST)).then(pl.col("request_key")) \
         .otherwise(pl.col("generation_key"))
     feedback = events.select("row", "type", "ts", _target=target).filter(alive & (events["type"] != "generation"))
     # Only targets with several signals of one kind need ordering.
@@ -234,7 +232,7 @@ def generation_table(events: pl.DataFrame) -> pl.DataFrame:
         .agg(pl.col("row").last())["row"]
     is_last = gens["row"].is_in(last.implode())
     turn = [events.lazy().filter(pl.col("type") == t).select("request_key", pl.col("row").alias(f"{t}_row"))
-            .collect() for t in ("rephrase", "abandon")]
+            .collect() for t in FEEDBACK_ON_REQUEST]
     return gens.with_columns(is_last.alias("is_last"), *(
         pl.when(is_last).then(column).alias(column.name) for t in turn for column in beside("request_key", t)))
 

@@ -112,7 +112,8 @@ def test_the_keyed_table_holds_only_numbers_in_memory(tmp_path):
         assert_series_equal(events[key], events.select(ev.id_key(name)).to_series(), check_names=False)
         assert events[key].null_count() == events[name].null_count()
     wide = sorted(["ts", "line"] + ev.KEY_COLUMNS)
-    assert sorted(p.name.removeprefix("column-").removesuffix(".arrow") for p in tmp_path.glob("column-*.arrow")) == wide
+    held = sorted(p.name.removeprefix("column-").removesuffix(".arrow") for p in tmp_path.glob("column-*.arrow"))
+    assert held == wide
     for name in wide:
         assert events[name].n_chunks() == 1
         assert_series_equal(events[name], pl.read_ipc(tmp_path / f"column-{name}.arrow").to_series())
