@@ -117,8 +117,9 @@ def build_datasets(
         free = shutil.disk_usage(out.parent).free
         raise BuildError(
             f"{out.parent}: no space left on device while building {out.name} ({free / 1e6:.0f} MB free now). A "
-            "build needs room beside its output for the event texts it keeps on disk until the write (about 0.8x "
-            f"the logs' size) and for the datasets; {out} was left as it was.") from exc
+            "build needs room beside its output for the event texts, ids and times it keeps on disk until the write "
+            f"(about 1.35x the logs' size, 2.1x with redaction) and for the datasets; {out} was left as it was.") \
+            from exc
 
 
 @contextlib.contextmanager
