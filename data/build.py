@@ -271,6 +271,10 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
             tables[k] = rules.attach(tables[k], features, k)
             if k not in cfg.kinds:
                 tables[k] = tables[k].with_columns(drop=pl.lit("kind_not_built", rules.DROP_REASON))
+            if state.read.texts is not None:
+                # Written once, read by every later step: mapped from disk like the events. The filters and the
+                # split add a byte an example (`drop`, `split`) in memory.
+                tables[k] = state.read.texts.hold(tables[k], prefix=k)
         del features
     with _timed(state, "filters"):
         tables = filters.apply_filters(tables, full, cfg, _take(state))
@@ -342,7 +346,8 @@ def _event_features(full: pl.DataFrame, texts) -> pl.DataFrame:
 
     if texts is None or len(full) <= FEATURE_ROWS:
         return filters.event_features(full)
-    return _concat_by_column(_per_slice(full, texts, filters.event_features))
+    # Mapped from disk until the examples have gathered theirs (26 bytes an event).
+    return texts.hold(_concat_by_column(_per_slice(full, texts, filters.event_features)), prefix="feature")
 
 
 def _concat_by_column(parts: list[pl.DataFrame]) -> pl.DataFrame:

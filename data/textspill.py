@@ -122,13 +122,16 @@ class TextSpill:
         self.maps.append(mapped)
         return pl.from_arrow(pa.ipc.open_file(pa.py_buffer(mapped)).read_all(), rechunk=False)
 
-    def hold(self, frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
-        """`frame` with `columns` moved to disk and mapped back: one file and one chunk a column (a gather by row
-        over one chunk is ~10x faster than over many). The columns then cost page cache, which `release` hands
-        back and the kernel can evict, instead of the process's own memory."""
+    def hold(self, frame: pl.DataFrame, columns: list[str] | None = None, prefix: str = "column") -> pl.DataFrame:
+        """`frame` with `columns` (default: all) moved to disk and mapped back: one file and one chunk a column (a
+        gather by row over one chunk is ~10x faster than over many). The columns then cost page cache, which
+        `release` hands back and the kernel can evict, instead of the process's own memory. A file is never
+        written twice (a mapped file must not change under its map): a second hold of a name gets a new file."""
         mapped = []
-        for name in columns:
-            path = self.folder / f"column-{name}.arrow"
+        for name in frame.columns if columns is None else columns:
+            path = self.folder / f"{prefix}-{name}.arrow"
+            if path.exists():
+                path = self.folder / f"{prefix}-{name}-{len(self.maps)}.arrow"
             frame.get_column(name).rechunk().to_frame().write_ipc(path)
             mapped.append(self._map(path).to_series())
         return frame.with_columns(mapped)
