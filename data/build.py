@@ -301,7 +301,7 @@ def _check_keys(full: pl.DataFrame, texts) -> None:
         pairs = _per_slice(full, texts, lambda part: pl.DataFrame(
             {"k": part[key], "h": part[name].hash(0xC0FFEE)}).drop_nulls("k").unique())
         if not pairs:
-            return
+            continue
         # Sorted by key and hash, a collision is a key equal to the one before with another hash. (A unique() and
         # a search for repeated keys held ten times the pairs' size: ~280 MB at 4M events.)
         pairs = pl.concat(pairs).sort("k", "h")

@@ -625,8 +625,8 @@ def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadRes
             meta = orjson.loads((out / "meta.json").read_bytes())
             events = pl.read_ipc(out / "events.arrow") if (out / "events.arrow").exists() else None
             parts.append({"events": events, "numbers": meta["numbers"],
-                          "quarantine": [QuarantinedLine(**q) for q in meta["quarantine"]], "blank": meta["blank"], "oversized": [tuple(o) for o in meta["oversized"]],
-                          "lines": meta["lines"]})
+                          "quarantine": [QuarantinedLine(**q) for q in meta["quarantine"]], "blank": meta["blank"],
+                          "oversized": [tuple(o) for o in meta["oversized"]], "lines": meta["lines"]})
     frames = []
     for part in parts:
         offset = info.lines

@@ -103,7 +103,8 @@ def link_events(events: pl.DataFrame, drops: Drops,
         "row", "ts", "generation_key", "user_key", "session_key", "tenant_key", "request_key").collect()
     if len(gone):
         gens = gens.filter(~pl.col("row").is_in(gone.implode()))
-    reused = rows_sharing(gens.select("generation_key", "ts", "row"), ["generation_key"]).sort("ts", "row")  # usually none
+    # Usually none.
+    reused = rows_sharing(gens.select("generation_key", "ts", "row"), ["generation_key"]).sort("ts", "row")
     second = reused.filter(~pl.col("generation_key").is_first_distinct())
     if len(second):
         drops.add(second, "duplicate_generation_id")
@@ -338,10 +339,6 @@ def attach(examples: pl.DataFrame, features: pl.DataFrame, kind: str) -> pl.Data
         cols += [features["tk"].gather(rej).alias("_rk"), features["tlen"].gather(rej).alias("_rlen"),
                  features["tblank"].gather(rej).alias("_rblank")]
     return examples.with_columns(cols).with_columns(drop=pl.lit(None, DROP_REASON))
-
-
-# The example's metadata in the event table (keys and time of the generation judged or rejected, `meta_row`).
-META_KEYS = ["request_key", "session_key", "user_key", "ts", "generation_key"]
 
 
 def meta_of(events: pl.DataFrame, examples: pl.DataFrame, *columns: str) -> list[pl.Series]:
