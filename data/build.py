@@ -596,12 +596,13 @@ def write_build(tmp: Path, state: BuildState, tables: dict[str, pl.DataFrame], b
     outputs: dict[str, dict] = {}
 
     def write_kind(kind: str) -> dict[str, tuple[str, int]]:
-        order = ["ts", "request_key", "generation_key", "signal", "_tk"]
+        # Rows equal in all of these but the last two are built from different events with the same content.
+        order = ["ts", "request_key", "generation_key", "signal", "_tk", "meta_row", "text_row"]
         needs = ["prompt_row", "text_row", "meta_row", "signal"] + {"dpo": ["rejected_row"], "kto": ["label"]}.get(
             kind, [])
         # Only the columns the write reads are copied (sorting copies every column it carries).
         t = tables[kind].lazy().filter(pl.col("drop").is_null()).select(
-            list(dict.fromkeys(needs + ["signal", "_tk", "split"]))).collect()
+            list(dict.fromkeys(needs + ["signal", "_tk", "split", "text_row"]))).collect()
         t = t.with_columns(rules.meta_of(state.texts, t, "ts", "request_key", "generation_key"))
         splits = {}
         for split in ("train", "test"):

@@ -36,6 +36,12 @@ def _alive() -> pl.Expr:
     return pl.col("drop").is_null()
 
 
+# The order in which a filter keeps the first of several examples: by time, then by the ids of the example's turn
+# and generation (their keys), then by the event rows it was built from (no two examples of a kind share both).
+# Never by place in the table: which of two examples is kept must not depend on the order the tables were built.
+ORDER = ["ts", "request_key", "generation_key", "meta_row", "text_row"]
+
+
 def normalised(text: pl.Expr) -> pl.Expr:
     """Text with case, whitespace and punctuation removed: what a trivial edit does not change."""
     return text.str.to_lowercase().str.replace_all(r"[\s\p{P}\p{S}]+", "")
@@ -184,25 +190,26 @@ def kto_conflicts(df: pl.DataFrame) -> pl.DataFrame:
 
 def exact_duplicates(df: pl.DataFrame, keys: list[str], events: pl.DataFrame) -> pl.DataFrame:
     """Keep the earliest of identical examples."""
-    live = df.lazy().with_row_index("_i").filter(_alive()).select("_i", "meta_row", *keys).collect()
-    live = live.with_columns(meta_of(events, live, "ts"))
-    copies = rows_sharing(live, keys).sort("ts", "_i")  # only these need ordering
+    live = df.lazy().with_row_index("_i").filter(_alive()).select("_i", "meta_row", "text_row", *keys).collect()
+    copies = rows_sharing(live, keys)  # only these need ordering
+    copies = copies.with_columns(meta_of(events, copies, "ts", "request_key", "generation_key")).sort(ORDER)
     later = copies.filter(pl.int_range(pl.len()).over(keys) > 0)["_i"]
     return _mark_rows(df, later, "duplicate_example")
 
 
 def near_duplicate_prompts(df: pl.DataFrame, events: pl.DataFrame, take: Take = gather_rows) -> pl.DataFrame:
     """Keep the examples of one turn per normalised prompt text (the earliest turn)."""
-    live = df.lazy().with_row_index("_i").filter(_alive()).select("_i", "prompt_row", "meta_row").collect()
+    live = df.lazy().with_row_index("_i").filter(_alive()).select("_i", "prompt_row", "meta_row", "text_row") \
+        .collect()
     if live.is_empty():
         return df
-    live = live.with_columns(meta_of(events, live, "request_key", "ts"))
+    live = live.with_columns(meta_of(events, live, "request_key", "ts", "generation_key"))
     def keys(part: pl.DataFrame) -> pl.Series:
         prompts = take(events["messages"], part["prompt_row"])
         return pl.select(normalised(pl.lit(prompts).list.eval(pl.element().struct.field("content")).list.join(" "))
                          .hash(17)).to_series()
 
-    live = live.with_columns(_nk=_in_slices(live, keys)).sort("ts", "_i")
+    live = live.with_columns(_nk=_in_slices(live, keys)).sort(ORDER)
     live = live.with_columns(_first=pl.col("request_key").first().over("_nk"))
     return _mark_rows(df, live.filter(pl.col("request_key") != pl.col("_first"))["_i"], "near_duplicate_prompt")
 
@@ -212,8 +219,9 @@ def regeneration_cap(df: pl.DataFrame, cap: int, events: pl.DataFrame) -> pl.Dat
     if cap <= 0:
         return df
     ranked = df.lazy().with_row_index("_i").filter(_alive() & pl.col("_rank").is_not_null()) \
-        .select("_i", "_rank", "meta_row").collect()
-    ranked = ranked.with_columns(meta_of(events, ranked, "request_key")).sort("_rank", "_i")
+        .select("_i", "_rank", "meta_row", "text_row").collect()
+    ranked = ranked.with_columns(meta_of(events, ranked, "request_key", "generation_key")) \
+        .sort("_rank", *ORDER[2:])
     over = ranked.filter(pl.int_range(pl.len()).over("request_key") >= cap)["_i"]
     return _mark_rows(df, over, "regeneration_cap")
 
