@@ -2,8 +2,10 @@
 
 The pipeline, top to bottom (each step a small function over Polars tables that reports what it drops and why):
 
-    read -> dedupe events -> link feedback to generations (orphans) -> forget -> tenant -> redact -> supersede
+    read -> dedupe events -> link feedback to generations (orphans) -> forget -> tenant -> supersede -> redact
          -> build examples (SFT, DPO, KTO) -> filters -> conflicts and duplicates -> split -> write
+
+Supersede and the example rules see one turn at a time: they run over buckets of whole turns (`TURN_BUCKET_ROWS`).
 
 Accounting: every line read is exactly one of used (an event some kept example was built from, or an applied
 forget request), dropped (with a named reason), duplicate, or quarantined. `account()` checks that the numbers add
@@ -19,6 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, Callable
 
@@ -239,43 +242,48 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
             events.lazy().select("row", "type").filter(~pl.col("row").is_in(state.dedupe_rows.implode()))
             .group_by("type").len().collect().iter_rows()))
         _release(state)
-        # Link, forget, tenant and supersede narrow down one mask of the rows in play (`alive`) over the same
-        # table; linking leaves out the repeated and conflicting copies.
+        # Link, forget and tenant narrow down one mask of the rows in play (`alive`) over the same table; linking
+        # leaves out the repeated and conflicting copies.
         # The mapped columns a step read are handed back after it (they are clean pages of the page cache).
         events, alive, state.orphans = rules.link_events(events, state.drops, gone=state.dedupe_rows)
         _release(state)
         alive, state.applied = rules.apply_forget(events, alive, state.drops)
         alive = select_tenant(events, alive, cfg, state.drops, full, _take(state), state.read.key_seed)
-        alive = rules.supersede(events, alive, state.drops)
         _release(state)
+        # From here on the rules are per turn: the turns go in buckets of about TURN_BUCKET_ROWS rows in play,
+        # built one at a time, so that their working tables are as big as a bucket, not as the log.
+        n_buckets = max(1, -(-int(alive.sum()) // TURN_BUCKET_ROWS))
+        bucket = rules.turn_buckets(events, n_buckets) if n_buckets > 1 else None
+        _release(state)
+        turns, sizes = _collector(state, "turns"), []
+        for b in range(n_buckets):
+            part = rules.turns_in_play(events, alive if bucket is None else alive & (bucket == b), state.drops)
+            sizes.append(len(part))
+            turns.write(part)
+            _release(state)
+        del events, alive, bucket
         # The one copy of the events the rules make: the rows still in play, the columns the examples read.
-        events = rules.in_play(events, alive)
-        del alive
+        turns = turns.frame()
     if cfg.redact:
         with _timed(state, "redact"):
             from data.redact import redact_events
 
-            full, state.redactions = redact_events(full, events["row"], cfg.redact, state.read.texts)
+            full, state.redactions = redact_events(full, turns["row"], cfg.redact, state.read.texts)
     state.texts = full
     with _timed(state, "examples"):
         features = features() if features is not None else _event_features(full, state.read.texts)
-        # Each per-event table goes as soon as nothing reads it (together they are hundreds of bytes an event).
-        gens = rules.generation_table(events)
-        del events
-        finals = rules.final_answers(gens)
-        tables = {"sft": rules.sft_examples(finals), "dpo": rules.dpo_examples(gens, finals)}
-        del finals
-        tables["kto"] = rules.kto_examples(gens)
-        del gens
-        for k in KINDS:
-            tables[k] = rules.attach(tables[k], features, k)
-            if k not in cfg.kinds:
-                tables[k] = tables[k].with_columns(drop=pl.lit("kind_not_built", rules.DROP_REASON))
-            if state.read.texts is not None:
-                # Written once, read by every later step: mapped from disk like the events. The filters and the
-                # split add a byte an example (`drop`, `split`) in memory.
-                tables[k] = state.read.texts.hold(tables[k], prefix=k)
-        del features
+        tables = {k: _collector(state, k) for k in KINDS}
+        for start, size in zip(accumulate(sizes, initial=0), sizes):
+            for k, t in rules.examples_of(turns.slice(start, size)).items():
+                t = rules.attach(t, features, k)
+                if k not in cfg.kinds:
+                    t = t.with_columns(drop=pl.lit("kind_not_built", rules.DROP_REASON))
+                tables[k].write(t)
+            _release(state)
+        # Written once, read by every later step: mapped from disk like the events. The filters and the split add
+        # a byte an example (`drop`, `split`) in memory.
+        tables = {k: t.frame() for k, t in tables.items()}
+        del features, turns
     with _timed(state, "filters"):
         tables = filters.apply_filters(tables, full, cfg, _take(state))
     with _timed(state, "split"):
@@ -285,6 +293,26 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
     check_keys()
     # The filters' columns go (memory per example); the write orders the examples by their keys in the events.
     return {kind: t.drop(c for c in t.columns if c in FILTER_ONLY_COLUMNS) for kind, t in tables.items()}
+
+
+# Rows in play per turn bucket (see run_rules): what the examples stage holds in memory at once is a bucket's.
+TURN_BUCKET_ROWS = 500_000
+
+
+def _collector(state: BuildState, name: str):
+    """Where a table built in parts goes: a file of the spill, mapped back (data.textspill.BatchFile), or memory."""
+    return state.read.texts.batches(name) if state.read.texts is not None else _InMemory()
+
+
+class _InMemory:
+    def __init__(self):
+        self.parts: list[pl.DataFrame] = []
+
+    def write(self, part: pl.DataFrame) -> None:
+        self.parts.append(part)
+
+    def frame(self) -> pl.DataFrame:
+        return pl.concat(self.parts)
 
 
 FILTER_ONLY_COLUMNS = {"_pk", "_plen", "_tlen", "_tblank", "_rk", "_rlen", "_rblank", "_conflict", "_rank"}

@@ -94,7 +94,7 @@ def link_events(events: pl.DataFrame, drops: Drops,
     Adds `gen_user`, `gen_tenant` (owner and tenant of the generation or request a row is about) and `gen_row`
     (the row of the generation a feedback row is about) to every row; the columns there are not copied. The rows
     it sets aside stay in the table: `alive` says which rows are still in play, and the steps after it narrow it
-    down, so the events are copied once, at the end (`in_play`), not once a step. `gone`: rows that take no part
+    down, so the events are copied once, at the end (`turns_in_play`), not once a step. `gone`: rows that take no part
     (repeated and conflicting copies, counted by dedupe). Returns (linked events, alive, orphan rows)."""
     n = len(events)
     gone = gone if gone is not None else pl.Series("row", [], pl.UInt32)
@@ -200,12 +200,34 @@ def supersede(events: pl.DataFrame, alive: pl.Series, drops: Drops) -> pl.Series
 # (data.events.KEY_COLUMNS): the strings wait on disk.
 LIGHT_COLUMNS = ["row", "type", "ts", "user_key", "session_key", "tenant_key", "request_key", "generation_key",
                  "value"]
-# What the example rules read of the events still in play (the one copy `in_play` makes).
+# What the example rules read of the events still in play (the one copy `turns_in_play` makes).
 TURN_COLUMNS = ["row", "type", "ts", "request_key", "generation_key", "gen_row", "value"]
 
 
-def in_play(events: pl.DataFrame, alive: pl.Series) -> pl.DataFrame:
-    return events.select(TURN_COLUMNS).filter(alive)
+def turn_buckets(events: pl.DataFrame, n: int, slice_rows: int = 1_000_000) -> pl.Series:
+    """The bucket (0 to n-1) of each row's turn: the request key of the row or, for feedback on a generation, of
+    its generation. Every row a turn's rules read (supersede, the generation table, the examples) is in the turn's
+    bucket, so the buckets are built one at a time. Slice by slice: no full-length key column is made."""
+    keys, parts = events["request_key"], []
+    for start in range(0, len(events), slice_rows):
+        part = events.slice(start, slice_rows)
+        turn = pl.select(pl.coalesce(keys.gather(part["gen_row"]), part["request_key"])).to_series()
+        parts.append((turn % n).fill_null(0).cast(pl.UInt16))
+    return pl.concat(parts) if parts else pl.Series([], dtype=pl.UInt16)
+
+
+def turns_in_play(events: pl.DataFrame, alive: pl.Series, drops: Drops) -> pl.DataFrame:
+    """The rows in play (`alive`) after supersede, with the columns the example rules read: whole turns only
+    (see `turn_buckets`)."""
+    part = events.select(TURN_COLUMNS).filter(alive)
+    return part.filter(supersede(part, pl.repeat(True, len(part), dtype=pl.Boolean, eager=True), drops))
+
+
+def examples_of(turns: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """The SFT, DPO and KTO example tables of whole turns in play."""
+    gens = generation_table(turns)
+    finals = final_answers(gens)
+    return {"sft": sft_examples(finals), "dpo": dpo_examples(gens, finals), "kto": kto_examples(gens)}
 
 
 def generation_table(events: pl.DataFrame) -> pl.DataFrame:

@@ -158,6 +158,10 @@ class TextSpill:
                 sink.close()
         return self._map(path)
 
+    def batches(self, name: str) -> "BatchFile":
+        """A table to build part by part (`BatchFile`)."""
+        return BatchFile(self, name)
+
     def open(self, rows: int) -> pl.DataFrame:
         """The text columns of every row, zero-copy over the mapped files (a range without rows has no file)."""
         frames = [self._map(path) for path in self.paths if path.exists()]
@@ -215,6 +219,24 @@ class TextSpill:
         """`release()` once the mapped pages in memory exceed `limit` bytes (all of them where that is unknown)."""
         if _file_rss() > limit:
             self.release()
+
+
+class BatchFile:
+    """A table built a part at a time: each part written to a file of its own and mapped back (`write`), the
+    parts one frame at the end (`frame`, a chunk a part). Only the part being made is ever in memory."""
+
+    def __init__(self, spill: TextSpill, name: str):
+        self.spill, self.name = spill, name
+        self.parts: list[pl.DataFrame] = []
+
+    def write(self, part: pl.DataFrame) -> None:
+        # A new file each time, never one already mapped (a build that starts its rules again makes new tables).
+        path = self.spill.folder / f"{self.name}-{len(self.spill.maps):05d}.arrow"
+        part.write_ipc(path)
+        self.parts.append(self.spill._map(path))
+
+    def frame(self) -> pl.DataFrame:
+        return pl.concat(self.parts, rechunk=False)
 
 
 def _file_rss() -> int:

@@ -58,21 +58,31 @@ def _outputs(m: dict, out) -> tuple[dict, dict]:
     return m, files
 
 
-def test_build_with_texts_on_disk_writes_the_same_bytes(build, tmp_path, monkeypatch):
+def test_build_with_texts_on_disk_or_turns_in_buckets_writes_the_same_bytes(build, tmp_path, monkeypatch):
+    """In memory or on disk, read by one process or several, the turns in one bucket or in many: the same bytes."""
     import data.build as b
 
     path = tmp_path / "log.jsonl"
     _log_with_every_kind_of_line(path)
     _small_batches(monkeypatch)
+    from data import rules
+
+    buckets, turn_buckets = [], rules.turn_buckets
+    monkeypatch.setattr(rules, "turn_buckets", lambda events, n: buckets.append(n) or turn_buckets(events, n))
     for config in ({"test_fraction": 0.3, "max_line_bytes": 2000},
                    {"test_fraction": 0.3, "max_line_bytes": 2000, "redact": ["email"], "near_duplicate_prompts": True},
                    {"kinds": ["sft", "kto"], "split_by": "session", "max_line_bytes": 2000}):
         results = []
-        for spill, parallel_from in ((False, 64 << 20), (True, 64 << 20), (True, 1))[:3 if "redact" in config else 2]:
+        ways = [(False, 64 << 20, 10**9), (True, 64 << 20, 10**9), (True, 64 << 20, 7), (False, 64 << 20, 7)]
+        if "redact" in config:
+            ways.append((True, 1, 10**9))
+        for spill, parallel_from, bucket_rows in ways:
             monkeypatch.setattr(b, "SPILL_TEXTS", spill)
             monkeypatch.setattr(ev, "PARALLEL_MIN_BYTES", parallel_from)  # 1: read in ranges by subprocesses
+            monkeypatch.setattr(b, "TURN_BUCKET_ROWS", bucket_rows)  # 7: the turns in many buckets
             results.append(_outputs(*build([path], **config)))
-        assert all(r == results[0] for r in results[1:]) and len(results) >= 2
+        assert all(r == results[0] for r in results[1:]) and len(results) >= 4
+        assert max(buckets) >= 5
         m = results[0][0]
         assert m["quarantined"] > 30 and m["duplicates"] >= 1 and m["drops"]["orphan"] == 1
         assert m["drops"]["oversized_line"] >= 1 and m["drops"]["forgotten_user"] > 0
