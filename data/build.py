@@ -281,8 +281,10 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
                 tables[k].write(t)
             _release(state)
         # Written once, read by every later step: mapped from disk like the events. The filters and the split add
-        # a byte an example (`drop`, `split`) in memory.
-        tables = {k: t.frame() for k, t in tables.items()}
+        # a byte an example (`drop`, `split`) in memory. A column a file, in one chunk (copied out column by
+        # column): the columns those steps add have one chunk, and Polars copies a table whose columns' chunks
+        # differ into memory to align them.
+        tables = {k: _one_chunk(state, t.frame(), k) for k, t in tables.items()}
         del features, turns
     with _timed(state, "filters"):
         tables = filters.apply_filters(tables, full, cfg, _take(state))
@@ -302,6 +304,10 @@ TURN_BUCKET_ROWS = 500_000
 def _collector(state: BuildState, name: str):
     """Where a table built in parts goes: a file of the spill, mapped back (data.textspill.BatchFile), or memory."""
     return state.read.texts.batches(name) if state.read.texts is not None else _InMemory()
+
+
+def _one_chunk(state: BuildState, table: pl.DataFrame, name: str) -> pl.DataFrame:
+    return state.read.texts.hold(table, prefix=name) if state.read.texts is not None else table.rechunk()
 
 
 class _InMemory:
@@ -601,14 +607,88 @@ def _gather_by_rows(texts: pl.DataFrame, df: pl.DataFrame, wants: dict[str, list
 WRITE_CHUNK_ROWS = 20_000
 
 
-def _materialized_chunks(kind: str, part: pl.DataFrame, state: BuildState):
-    """The split's Arrow table in slices, so only one slice of texts is ever copied out at a time."""
+def _materialized_chunks(kind: str, parts, state: BuildState):
+    """Example rows (frames, in order) -> Arrow tables of WRITE_CHUNK_ROWS rows each whatever the frames' sizes
+    (the same rows give the same bytes), so only one slice of texts is ever copied out at a time."""
     take = _take(state)
-    for start in range(0, len(part), WRITE_CHUNK_ROWS):
-        table = materialize(kind, part.slice(start, WRITE_CHUNK_ROWS), state.texts, take)
+    for chunk in _in_chunks(parts, WRITE_CHUNK_ROWS):
+        table = materialize(kind, chunk, state.texts, take)
         if state.read.texts is not None:  # the slice holds its own copy of the texts now
             state.read.texts.release_over()
         yield table
+
+
+def _in_chunks(frames, rows: int):
+    pending, n = [], 0
+    for frame in frames:
+        pending.append(frame)
+        n += len(frame)
+        while n >= rows:
+            joined = pl.concat(pending)
+            yield joined.slice(0, rows)
+            pending, n = [joined.slice(rows)], n - rows
+    if n:
+        yield pl.concat(pending)
+
+
+# A split is sorted and written a range of its first sort key at a time, of about this many examples: what the
+# write holds at once does not grow with the split.
+WRITE_RANGE_ROWS = 250_000
+# The example tables are scanned this many rows at a time.
+SCAN_ROWS = 100_000
+
+
+def _in_write_order(kind: str, table: pl.DataFrame, split: str, state: BuildState):
+    """The kept examples of one split (their rows, frame by frame), in the datasets' order:
+    - SFT and DPO by content, not input position, so the same events in any order or files give the same bytes:
+      time, turn and generation ids (their keys), signal, text key; last, the event rows (rows equal in all the
+      rest hold the same content).
+    - KTO shuffled with a fixed seed, as KTO reads its rows in order: by a seeded hash of the generation's key.
+    The split is cut into ranges of the first of these keys (quantiles of a sample), each read from the table slice
+    by slice, sorted and written before the next: together the ranges are the whole split in order."""
+    needs = ["prompt_row", "text_row", "meta_row", "signal"] + {"dpo": ["rejected_row"], "kto": ["label"]}.get(kind, [])
+    seed = state.config.shuffle_seed
+
+    def first_key(part: pl.DataFrame) -> pl.Series:
+        if kind == "kto":
+            return rules.meta_of(state.texts, part, "generation_key")[0].hash(seed).alias("_first")
+        return rules.meta_of(state.texts, part, "ts")[0].alias("_first")
+
+    order = ["_first", "meta_row"] if kind == "kto" else \
+        ["_first", "request_key", "generation_key", "signal", "_tk", "meta_row", "text_row"]
+    is_kept = pl.col("drop").is_null() & (pl.col("split") == split)
+    n = int(table.select(is_kept.sum()).item())
+    if n == 0:
+        return
+    columns = list(dict.fromkeys(needs + ["_tk"]))
+
+    def kept(with_first: bool):  # the split's kept examples, a slice of the table at a time
+        for start in range(0, len(table), SCAN_ROWS):
+            part = table.slice(start, SCAN_ROWS).lazy().filter(is_kept).select(columns).collect()
+            yield part.with_columns(first_key(part)) if with_first else part
+            if state.read.texts is not None:
+                state.read.texts.release_over()
+
+    bounds: list = []
+    n_ranges = -(-n // WRITE_RANGE_ROWS)
+    if n_ranges > 1:
+        step = max(1, n // 100_000)
+        sample = pl.concat([part["_first"].gather_every(step) for part in kept(True)]).sort(nulls_last=False)
+        bounds = sample.gather([len(sample) * i // n_ranges for i in range(1, n_ranges)]).unique().sort().to_list()
+    written = 0
+    for i in range(len(bounds) + 1):
+        # Nulls sort first: they belong to the first range.
+        lo = pl.col("_first") >= bounds[i - 1] if i else pl.lit(True)
+        hi = (pl.col("_first") < bounds[i]) if i < len(bounds) else pl.lit(True)
+        if i == 0:
+            hi = hi | pl.col("_first").is_null()
+        part = pl.concat([p.filter(lo & hi) for p in kept(True)])
+        part = part.with_columns(rules.meta_of(state.texts, part, "request_key", "generation_key"))
+        part = part.sort(order, nulls_last=False).select(needs)
+        written += len(part)
+        yield part
+    if written != n:
+        raise AccountingError(f"{kind}/{split}: {written} examples written of {n} kept (a bug in the builder)")
 
 
 META_NAMES = ["signal", "request_id", "session_id", "user_id", "tenant", "tags", "ts", "generation_id",
@@ -624,21 +704,8 @@ def write_build(tmp: Path, state: BuildState, tables: dict[str, pl.DataFrame], b
     outputs: dict[str, dict] = {}
 
     def write_kind(kind: str) -> dict[str, tuple[str, int]]:
-        # Rows equal in all of these but the last two are built from different events with the same content.
-        order = ["ts", "request_key", "generation_key", "signal", "_tk", "meta_row", "text_row"]
-        needs = ["prompt_row", "text_row", "meta_row", "signal"] + {"dpo": ["rejected_row"], "kto": ["label"]}.get(
-            kind, [])
-        # Only the columns the write reads are copied (sorting copies every column it carries).
-        t = tables[kind].lazy().filter(pl.col("drop").is_null()).select(
-            list(dict.fromkeys(needs + ["signal", "_tk", "split", "text_row"]))).collect()
-        t = t.with_columns(rules.meta_of(state.texts, t, "ts", "request_key", "generation_key"))
-        splits = {}
-        for split in ("train", "test"):
-            # Ordered by content, not by input position: the same events in any order or files give the same bytes.
-            part = t.filter(pl.col("split") == split).sort(order).select(needs)
-            if kind == "kto":
-                part = part.sample(fraction=1.0, shuffle=True, seed=cfg.shuffle_seed)
-            splits[split] = _materialized_chunks(kind, part, state)
+        splits = {split: _materialized_chunks(kind, _in_write_order(kind, tables[kind], split, state), state)
+                  for split in ("train", "test")}
         return save_dataset_dict(splits, tmp / kind, schema=arrow_schema(kind))
 
     # The kinds are written side by side: gathering texts (Polars) and hashing and writing the files (hashlib,

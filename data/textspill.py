@@ -132,7 +132,9 @@ class TextSpill:
             path = self.folder / f"{prefix}-{name}.arrow"
             if path.exists():
                 path = self.folder / f"{prefix}-{name}-{len(self.maps)}.arrow"
-            frame.get_column(name).rechunk().to_frame().write_ipc(path)
+            # One record batch (Polars writes batches of 128k rows by default): a frame whose columns' chunks
+            # differ is copied into memory by Polars' eager select to align them.
+            frame.get_column(name).rechunk().to_frame().write_ipc(path, record_batch_size=max(1, len(frame)))
             mapped.append(self._map(path).to_series())
         return frame.with_columns(mapped)
 

@@ -10,7 +10,7 @@ tree. They must agree on the manifest's counts (drops, example drops, accounting
 duplicates, quarantined, redactions), the datasets' rows (as sets: the order of rows with equal times may differ),
 the quarantine and the orphans; or both must fail. For refactors of `data/` that should change no result.
 `--collide` makes every id of one length share a key in this tree, so each build goes through the re-keying.
-`--turn-bucket-rows 5` builds this tree's turns in many small buckets.
+`--piece-rows 5` builds this tree's turns in many small buckets and writes each split in many small ranges.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ def main() -> int:
     ap.add_argument("--baseline-tree", type=Path, required=True)
     ap.add_argument("--examples", type=int, default=200)
     ap.add_argument("--collide", action="store_true")
-    ap.add_argument("--turn-bucket-rows", type=int, default=None,
-                    help="build this tree's turns in buckets of this many rows in play (small: many buckets)")
+    ap.add_argument("--piece-rows", type=int, default=None,
+                    help="build this tree in pieces of this many rows: turn buckets, write ranges, table scans")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     import datasets
@@ -69,10 +69,11 @@ def main() -> int:
     from tests.data.test_properties import capture_log
 
     datasets.disable_progress_bars()
-    if args.turn_bucket_rows:
+    if args.piece_rows:
         import data.build
 
-        data.build.TURN_BUCKET_ROWS = args.turn_bucket_rows
+        for name in ("TURN_BUCKET_ROWS", "WRITE_RANGE_ROWS", "SCAN_ROWS"):
+            setattr(data.build, name, args.piece_rows)
     if args.collide:
         from data.events import KEY_SEED
         from tests.data.test_keys import collide_keys

@@ -58,8 +58,9 @@ def _outputs(m: dict, out) -> tuple[dict, dict]:
     return m, files
 
 
-def test_build_with_texts_on_disk_or_turns_in_buckets_writes_the_same_bytes(build, tmp_path, monkeypatch):
-    """In memory or on disk, read by one process or several, the turns in one bucket or in many: the same bytes."""
+def test_build_with_texts_on_disk_or_in_pieces_writes_the_same_bytes(build, tmp_path, monkeypatch):
+    """In memory or on disk, read by one process or several, built and written in one piece or in many: the same
+    bytes."""
     import data.build as b
 
     path = tmp_path / "log.jsonl"
@@ -76,10 +77,12 @@ def test_build_with_texts_on_disk_or_turns_in_buckets_writes_the_same_bytes(buil
         ways = [(False, 64 << 20, 10**9), (True, 64 << 20, 10**9), (True, 64 << 20, 7), (False, 64 << 20, 7)]
         if "redact" in config:
             ways.append((True, 1, 10**9))
-        for spill, parallel_from, bucket_rows in ways:
+        for spill, parallel_from, rows in ways:
             monkeypatch.setattr(b, "SPILL_TEXTS", spill)
             monkeypatch.setattr(ev, "PARALLEL_MIN_BYTES", parallel_from)  # 1: read in ranges by subprocesses
-            monkeypatch.setattr(b, "TURN_BUCKET_ROWS", bucket_rows)  # 7: the turns in many buckets
+            # 7: the turns in many buckets, each split sorted and written in many ranges, scanned in small slices
+            for name in ("TURN_BUCKET_ROWS", "WRITE_RANGE_ROWS", "SCAN_ROWS"):
+                monkeypatch.setattr(b, name, rows)
             results.append(_outputs(*build([path], **config)))
         assert all(r == results[0] for r in results[1:]) and len(results) >= 4
         assert max(buckets) >= 5
@@ -142,6 +145,24 @@ def test_gather_batch_by_batch_equals_a_plain_gather(tmp_path, monkeypatch):
         for name in textspill.SPILLED_COLUMNS:
             column = read.events[name]
             assert_series_equal(read.texts.gather(column, rows), column.gather(rows))
+
+
+def test_held_columns_come_back_in_one_chunk(tmp_path):
+    """Polars writes IPC files in batches of 128k rows, and an eager select over a frame whose columns' chunks
+    differ copies the frame into memory to align them: a held column must come back in one chunk, like the
+    columns the steps add to it."""
+    spill = textspill.TextSpill(tmp_path)
+    n = 300_000
+    frame = pl.DataFrame({"a": pl.int_range(n, dtype=pl.UInt32, eager=True), "b": pl.int_range(n, eager=True)})
+    held = spill.hold(frame)
+    assert held["a"].n_chunks() == held["b"].n_chunks() == 1
+    assert_frame_equal(held, frame)
+    added = held.with_columns(c=pl.col("a") % 2 == 0).select("a", "c")
+    assert added["a"].n_chunks() == 1
+    built = spill.batches("parts")
+    for start in range(0, n, 100_000):
+        built.write(frame.slice(start, 100_000))
+    assert_frame_equal(built.frame(), frame)
 
 
 def test_a_full_disk_is_a_clear_error_and_leaves_the_old_output(tmp_path, monkeypatch):
