@@ -245,7 +245,8 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
         # Link, forget and tenant narrow down one mask of the rows in play (`alive`) over the same table; linking
         # leaves out the repeated and conflicting copies.
         # The mapped columns a step read are handed back after it (they are clean pages of the page cache).
-        events, alive, state.orphans = rules.link_events(events, state.drops, gone=state.dedupe_rows)
+        events, alive, state.orphans = rules.link_events(events, state.drops, gone=state.dedupe_rows,
+                                                         parts=max(1, -(-len(events) // LINK_PART_ROWS)))
         _release(state)
         alive, state.applied = rules.apply_forget(events, alive, state.drops)
         alive = select_tenant(events, alive, cfg, state.drops, full, _take(state), state.read.key_seed)
@@ -297,6 +298,8 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
     return {kind: t.drop(c for c in t.columns if c in FILTER_ONLY_COLUMNS) for kind, t in tables.items()}
 
 
+# Events per pass of the link step's joins (see rules.link_events).
+LINK_PART_ROWS = 1_000_000
 # Rows in play per turn bucket (see run_rules): what the examples stage holds in memory at once is a bucket's.
 TURN_BUCKET_ROWS = 500_000
 
@@ -408,7 +411,7 @@ def select_tenant(events: pl.DataFrame, alive: pl.Series, cfg: BuildConfig, drop
                   take, key_seed: int) -> pl.Series:
     if cfg.tenant is not None:
         key = pl.select(id_key(pl.lit(cfg.tenant, pl.String), key_seed)).item()
-        return rules.drop_where(events, alive, pl.col("gen_tenant").ne_missing(key), "other_tenant", drops)
+        return rules.drop_other_tenants(events, alive, key, drops)
     tenants = rules.tenants_of(events, alive)
     if len(tenants) > 1 and not cfg.all_tenants:
         # The names of the keys: one row of each tenant (only on this error path).

@@ -86,73 +86,93 @@ def flags(n: int, positions: pl.Series) -> pl.Series:
     return flags.scatter(positions, True) if len(positions) else flags
 
 
-def link_events(events: pl.DataFrame, drops: Drops,
-                gone: pl.Series | None = None) -> tuple[pl.DataFrame, pl.Series, pl.Series]:
+def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = None,
+                parts: int = 1) -> tuple[pl.DataFrame, pl.Series, pl.Series]:
     """Tie feedback to its generation; set aside orphans, a second generation claiming a known id, and requests
     spread over several users or sessions.
 
-    Adds `gen_user`, `gen_tenant` (owner and tenant of the generation or request a row is about) and `gen_row`
-    (the row of the generation a feedback row is about) to every row; the columns there are not copied. The rows
-    it sets aside stay in the table: `alive` says which rows are still in play, and the steps after it narrow it
-    down, so the events are copied once, at the end (`turns_in_play`), not once a step. `gone`: rows that take no part
-    (repeated and conflicting copies, counted by dedupe). Returns (linked events, alive, orphan rows)."""
-    n = len(events)
-    gone = gone if gone is not None else pl.Series("row", [], pl.UInt32)
-    # Lazy, so that the filter copies only the selected columns (an eager filter copies every column first).
-    gens = events.lazy().filter(pl.col("type") == "generation").select(
-        "row", "ts", "generation_key", "user_key", "session_key", "tenant_key", "request_key").collect()
-    if len(gone):
-        gens = gens.filter(~pl.col("row").is_in(gone.implode()))
-    # Usually none.
-    reused = rows_sharing(gens.select("generation_key", "ts", "row"), ["generation_key"]).sort("ts", "row")
-    second = reused.filter(~pl.col("generation_key").is_first_distinct())
-    if len(second):
-        drops.add(second, "duplicate_generation_id")
-        gens = gens.filter(~pl.col("row").is_in(second["row"].implode()))
-        gone = pl.concat([gone, second["row"].cast(pl.UInt32)])
-    out = events["row"].is_in(gone.implode()) if len(gone) else flags(n, pl.Series([], dtype=pl.UInt32))
+    Adds `owner_row` to every row: the row of the event whose owner, tenant and turn a row has (the generation a
+    feedback row is about; the first generation of the request a rephrase or abandon is about; the row itself for
+    generations and forgets; null for an orphan). The other tables read the owner's columns through it
+    (`by_owner`). The rows it sets aside stay in the table: `alive` says which rows are still in play, and the
+    steps after it narrow it down, so the events are copied once, at the end (`turns_in_play`), not once a step.
+    `gone`: rows that take no part (repeated and conflicting copies, counted by dedupe). Returns (linked events,
+    alive, orphan rows).
 
-    # Only the feedback rows are joined (not every event): their results are scattered into full-length columns.
-    # Regenerations of one turn share its request_id; a request whose generations name different users or
-    # sessions cannot be put on one side of a split, so none of it is used.
-    by_req = gens.group_by("request_key").agg(
-        pl.col("user_key").first().alias("req_user"), pl.col("tenant_key").first().alias("req_tenant"),
-        ((pl.col("user_key").n_unique() > 1) | (pl.col("session_key").n_unique() > 1)).alias("_bad"))
-    bad = by_req.filter(pl.col("_bad"))["request_key"].implode()
-    on_gen = events.select(pl.arg_where(pl.col("type").is_in(FEEDBACK_ON_GENERATION))).to_series()
-    on_req = events.select(pl.arg_where(pl.col("type").is_in(FEEDBACK_ON_REQUEST))).to_series()
-    by_gen = gens.select("generation_key", pl.col("user_key").alias("gen_user"),
-                         pl.col("tenant_key").alias("gen_tenant"), pl.col("request_key").alias("gen_request"),
-                         pl.col("row").alias("gen_row"))
-    fg = events.select(pl.col("generation_key").gather(on_gen)).join(by_gen, on="generation_key", how="left",
-                                                                    maintain_order="left")
-    fr = events.select(pl.col("request_key").gather(on_req)).join(by_req, on="request_key", how="left",
-                                                                 maintain_order="left")
-    del gens, by_gen, by_req
-    orphan = flags(n, pl.concat([on_gen.filter(fg["gen_user"].is_null()),
-                                  on_req.filter(fr["req_user"].is_null())])) & ~out
-    inconsistent = (
-        events.select(((pl.col("type") == "generation") & pl.col("request_key").is_in(bad)).fill_null(False))
+    The joins run in `parts` passes, each over the generations and feedback whose generation (then request) key
+    falls in one part: what a pass holds is a part's."""
+    n = len(events)
+    out = flags(n, gone if gone is not None else pl.Series("row", [], pl.UInt32))
+    type_ = events["type"]
+    on_gen, on_req = type_.is_in(FEEDBACK_ON_GENERATION), type_.is_in(FEEDBACK_ON_REQUEST)
+    is_gen = (type_ == "generation") & ~out
+    owner = events.select(pl.when(pl.lit(on_gen | on_req)).then(None).otherwise(pl.col("row")).cast(pl.UInt32)) \
         .to_series()
-        | flags(n, pl.concat([on_gen.filter(fg["gen_request"].is_in(bad).fill_null(False)),
-                               on_req.filter(fr["request_key"].is_in(bad).fill_null(False))]))
-    ) & ~orphan & ~out
+
+    def in_part(key: str, p: int) -> pl.Series:
+        return events.select(((pl.col(key) % parts).fill_null(0) == p).fill_null(False)).to_series()
+
+    def link(rows: pl.Series, key: str, found: pl.DataFrame) -> None:  # owner of the feedback `rows` by `key`
+        asks = events.select("row", key).filter(rows)
+        hit = asks.join(found, on=key, how="inner")
+        if len(hit):
+            owner.scatter(hit["row"], hit["owner"])
+
+    # Feedback on a generation: joined by the generation's id. A second generation with a known id is set aside
+    # (the first, by time then row, keeps it).
+    second = []
+    for p in range(parts):
+        part = in_part("generation_key", p)
+        gens = events.select("row", "ts", "generation_key").filter(is_gen & part)
+        reused = rows_sharing(gens, ["generation_key"]).sort("ts", "row")
+        later = reused.filter(~pl.col("generation_key").is_first_distinct())["row"]
+        if len(later):
+            second.append(later)
+            gens = gens.filter(~pl.col("row").is_in(later.implode()))
+        link(on_gen & part, "generation_key", gens.select("generation_key", owner="row"))
+    second = pl.concat(second) if second else pl.Series("row", [], pl.UInt32)
+    drops.add(second, "duplicate_generation_id")
+    out = out | flags(n, second)
+    is_gen = is_gen & ~out
+
+    # Regenerations of one turn share its request_id; a request whose generations name different users or
+    # sessions cannot be put on one side of a split, so none of it is used. A rephrase or abandon is about the
+    # request's first generation's owner.
+    bad = []
+    for p in range(parts):
+        part = in_part("request_key", p)
+        gens = events.select("row", "request_key", "user_key", "session_key").filter(is_gen & part)
+        by_req = gens.group_by("request_key").agg(
+            pl.col("row").min().alias("owner"),
+            ((pl.col("user_key").n_unique() > 1) | (pl.col("session_key").n_unique() > 1)).alias("_bad"))
+        bad.append(by_req.filter(pl.col("_bad"))["request_key"])
+        link(on_req & part, "request_key", by_req.select("request_key", "owner"))
+    bad = pl.concat(bad)
+
+    orphan = (on_gen | on_req) & owner.is_null() & ~out
     orphans = events["row"].filter(orphan)
     drops.add(orphans, "orphan")
-    drops.add(events["row"].filter(inconsistent), "inconsistent_request")
+    alive = ~orphan & ~out
+    if len(bad):
+        # A generation, the feedback on it and its request's rephrase or abandon: all in the turn.
+        turn = events["request_key"].gather(owner)
+        inconsistent = (turn.is_in(bad.implode()).fill_null(False) & (type_ != "forget")) & alive
+        drops.add(events["row"].filter(inconsistent), "inconsistent_request")
+        alive = alive & ~inconsistent
+    return events.with_columns(owner.alias("owner_row")), alive, orphans
 
-    # Generations and forget rows are about themselves.
-    gen_user, gen_tenant = events["user_key"].clone(), events["tenant_key"].clone()  # scatter copies, not these
-    for at, found in ((on_gen, fg.select(user="gen_user", tenant="gen_tenant")),
-                      (on_req, fr.select(user="req_user", tenant="req_tenant"))):
-        if len(at):
-            gen_user, gen_tenant = gen_user.scatter(at, found["user"]), gen_tenant.scatter(at, found["tenant"])
-    gen_row = pl.repeat(None, n, dtype=pl.UInt32, eager=True)
-    if len(on_gen):
-        gen_row = gen_row.scatter(on_gen, fg["gen_row"])
-    events = events.with_columns(gen_user.alias("gen_user"), gen_tenant.alias("gen_tenant"),
-                                 gen_row.alias("gen_row"))
-    return events, ~orphan & ~inconsistent & ~out, orphans
+
+# Rows the steps after link read at a time, where they read the columns of each row's owner.
+OWNER_SLICE_ROWS = 1_000_000
+
+
+def by_owner(events: pl.DataFrame, column: str, fn) -> list:
+    """fn(slice of the table, `column` of each of its rows' owners) over the table slice by slice (see
+    `link_events`), so that the owners' values are never gathered for the whole table at once."""
+    values = events[column]
+    return [fn(part, values.gather(part["owner_row"]))
+            for part in (events.slice(start, OWNER_SLICE_ROWS)
+                         for start in range(0, max(len(events), 1), OWNER_SLICE_ROWS))]  # an empty table: one slice
 
 
 def apply_forget(events: pl.DataFrame, alive: pl.Series, drops: Drops) -> tuple[pl.Series, pl.Series]:
@@ -164,22 +184,26 @@ def apply_forget(events: pl.DataFrame, alive: pl.Series, drops: Drops) -> tuple[
     if forget_rows.is_empty():
         return alive, forget_rows["row"]
     forgotten = forget_rows["user_key"].unique().implode()
-    gone = events.select((pl.col("user_key").is_in(forgotten) | pl.col("gen_user").is_in(forgotten))
-                         .fill_null(False) & alive & ~is_forget).to_series()
+    about = by_owner(events, "user_key", lambda part, owner_user: (
+        part["user_key"].is_in(forgotten) | owner_user.is_in(forgotten)).fill_null(False))
+    gone = pl.concat(about) & alive & ~is_forget
     drops.add(events["row"].filter(gone), "forgotten_user")
     return alive & ~is_forget & ~gone, forget_rows["row"]
 
 
 def tenants_of(events: pl.DataFrame, alive: pl.Series) -> dict[int | None, int]:
-    counts = events.select("gen_tenant").filter(alive).group_by("gen_tenant").len()
-    return {r["gen_tenant"]: r["len"] for r in counts.iter_rows(named=True)}
+    """Rows in play per tenant (key) of their owner."""
+    counts = pl.concat(by_owner(events.with_columns(_alive=alive), "tenant_key", lambda part, tenant: (
+        tenant.filter(part["_alive"]).value_counts(name="len")))).rename({"tenant_key": "t"})
+    counts = counts.group_by("t").agg(pl.col("len").sum())
+    return {r["t"]: r["len"] for r in counts.iter_rows(named=True)}
 
 
-def drop_where(events: pl.DataFrame, alive: pl.Series, mask: pl.Expr, reason: str, drops: Drops) -> pl.Series:
-    """Take the rows in play matching `mask` out of play, recording them under `reason`."""
-    gone = events.select(mask.fill_null(False)).to_series() & alive
-    drops.add(events["row"].filter(gone), reason)
-    return alive & ~gone
+def drop_other_tenants(events: pl.DataFrame, alive: pl.Series, tenant: int, drops: Drops) -> pl.Series:
+    """Take the rows in play whose owner is of another tenant out of play (`other_tenant`)."""
+    other = pl.concat(by_owner(events, "tenant_key", lambda part, t: t.ne_missing(tenant))) & alive
+    drops.add(events["row"].filter(other), "other_tenant")
+    return alive & ~other
 
 
 def supersede(events: pl.DataFrame, alive: pl.Series, drops: Drops) -> pl.Series:
@@ -200,20 +224,18 @@ def supersede(events: pl.DataFrame, alive: pl.Series, drops: Drops) -> pl.Series
 # (data.events.KEY_COLUMNS): the strings wait on disk.
 LIGHT_COLUMNS = ["row", "type", "ts", "user_key", "session_key", "tenant_key", "request_key", "generation_key",
                  "value"]
-# What the example rules read of the events still in play (the one copy `turns_in_play` makes).
-TURN_COLUMNS = ["row", "type", "ts", "request_key", "generation_key", "gen_row", "value"]
+# What the example rules read of the events still in play (the one copy `turns_in_play` makes); `gen_row`: the
+# generation a feedback row is about.
+TURN_COLUMNS = ["row", "type", "ts", "request_key", "generation_key",
+                pl.when(pl.col("type").is_in(FEEDBACK_ON_GENERATION)).then(pl.col("owner_row")).alias("gen_row"),
+                "value"]
 
 
-def turn_buckets(events: pl.DataFrame, n: int, slice_rows: int = 1_000_000) -> pl.Series:
-    """The bucket (0 to n-1) of each row's turn: the request key of the row or, for feedback on a generation, of
-    its generation. Every row a turn's rules read (supersede, the generation table, the examples) is in the turn's
-    bucket, so the buckets are built one at a time. Slice by slice: no full-length key column is made."""
-    keys, parts = events["request_key"], []
-    for start in range(0, len(events), slice_rows):
-        part = events.slice(start, slice_rows)
-        turn = pl.select(pl.coalesce(keys.gather(part["gen_row"]), part["request_key"])).to_series()
-        parts.append((turn % n).fill_null(0).cast(pl.UInt16))
-    return pl.concat(parts) if parts else pl.Series([], dtype=pl.UInt16)
+def turn_buckets(events: pl.DataFrame, n: int) -> pl.Series:
+    """The bucket (0 to n-1) of each row's turn: the request key of its owner (the row or, for feedback, the
+    generation it is about; see `link_events`). Every row a turn's rules read (supersede, the generation table,
+    the examples) is in the turn's bucket, so the buckets are built one at a time."""
+    return pl.concat(by_owner(events, "request_key", lambda part, turn: (turn % n).fill_null(0).cast(pl.UInt16)))
 
 
 def turns_in_play(events: pl.DataFrame, alive: pl.Series, drops: Drops) -> pl.DataFrame:

@@ -10,7 +10,8 @@ tree. They must agree on the manifest's counts (drops, example drops, accounting
 duplicates, quarantined, redactions), the datasets' rows (as sets: the order of rows with equal times may differ),
 the quarantine and the orphans; or both must fail. For refactors of `data/` that should change no result.
 `--collide` makes every id of one length share a key in this tree, so each build goes through the re-keying.
-`--piece-rows 5` builds this tree's turns in many small buckets and writes each split in many small ranges.
+`--piece-rows 5` links this tree's events in many passes, builds its turns in many small buckets and writes each
+split in many small ranges.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def main() -> int:
     ap.add_argument("--examples", type=int, default=200)
     ap.add_argument("--collide", action="store_true")
     ap.add_argument("--piece-rows", type=int, default=None,
-                    help="build this tree in pieces of this many rows: turn buckets, write ranges, table scans")
+                    help="build this tree in pieces of this many rows: link passes, turn buckets, write ranges, scans")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     import datasets
@@ -72,8 +73,11 @@ def main() -> int:
     if args.piece_rows:
         import data.build
 
-        for name in ("TURN_BUCKET_ROWS", "WRITE_RANGE_ROWS", "SCAN_ROWS"):
+        import data.rules
+
+        for name in ("LINK_PART_ROWS", "TURN_BUCKET_ROWS", "WRITE_RANGE_ROWS", "SCAN_ROWS"):
             setattr(data.build, name, args.piece_rows)
+        data.rules.OWNER_SLICE_ROWS = args.piece_rows
     if args.collide:
         from data.events import KEY_SEED
         from tests.data.test_keys import collide_keys

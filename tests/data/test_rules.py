@@ -390,3 +390,40 @@ def test_events_split_across_files_and_out_of_order_build_the_same_bytes(build, 
     assert m1["outputs"] == m2["outputs"]
     assert m1["examples"] == m2["examples"]
     assert m1["examples"]["dpo"]["train"] + m1["examples"]["dpo"]["test"] == 36
+
+
+@pytest.fixture(params=[10**9, 1], ids=["one-pass", "a-pass-per-event"])
+def link_passes(request, monkeypatch):
+    """The link step in one pass, or with its joins in as many passes as there are events."""
+    import data.build as b
+    from data import rules
+
+    monkeypatch.setattr(b, "LINK_PART_ROWS", request.param)
+    monkeypatch.setattr(rules, "OWNER_SLICE_ROWS", min(request.param, 3))
+
+
+def test_a_request_spread_over_two_users_is_not_used(log, build, link_passes):
+    log.gen("g1", "r1", B, user="u1")
+    log.regen("g1", user="u1")
+    log.gen("g2", "r1", C, user="u2")
+    log.accept("g2", user="u2")
+    log.rephrase("r1", "r9", user="u2")
+    log.gen("g3", "r3", A, user="u3")
+    log.accept("g3", user="u3")
+    m, out = build(log)
+    assert m["drops"] == {"inconsistent_request": 5}
+    assert [r["generation_id"] for r in rows(out, "sft")] == ["g3"]
+    assert rows(out, "dpo") == []
+
+
+def test_a_second_generation_with_a_known_id_is_set_aside(log, build, link_passes):
+    log.gen("g1", "r1", B)
+    log.gen("g1", "r2", C, prompt="Another question")
+    log.edit("g1", A)
+    log.accept("g1")
+    m, out = build(log)
+    assert m["drops"] == {"duplicate_generation_id": 1}
+    (sft,) = rows(out, "sft")
+    assert sft["messages"][1:] == [{"role": "user", "content": "How do I export my invoices?"},
+                                   {"role": "assistant", "content": A}]
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in rows(out, "dpo")] == [(A, B)]
