@@ -223,7 +223,8 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
     ids = [c for pair in KEYED_IDS.items() if pair[0] != "event_key" for c in pair]
     check_keys = _in_background(_check_keys, full.select(ids), state.read.texts)
     with _timed(state, "events"):
-        repeated, conflicting = rules.dedupe_events(full, _rows_of(state))
+        repeated, conflicting = rules.dedupe_events(full, _rows_of(state),
+                                                    parts=max(1, -(-len(full) // LINK_PART_ROWS)))
         state.duplicates = len(repeated)
         state.dedupe_rows = pl.concat([repeated, conflicting["row"]]).cast(pl.UInt32)
         for r in conflicting.iter_rows(named=True):
@@ -298,7 +299,7 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
     return {kind: t.drop(c for c in t.columns if c in FILTER_ONLY_COLUMNS) for kind, t in tables.items()}
 
 
-# Events per pass of the link step's joins (see rules.link_events).
+# Events per pass of the dedupe and link steps' searches and joins (see rules.link_events).
 LINK_PART_ROWS = 1_000_000
 # Rows in play per turn bucket (see run_rules): what the examples stage holds in memory at once is a bucket's.
 TURN_BUCKET_ROWS = 500_000
@@ -365,36 +366,31 @@ FEATURE_ROWS = 100_000
 
 
 def _per_slice(frame: pl.DataFrame, texts, fn) -> list:
+    return list(_slices(frame, texts, fn))
+
+
+def _slices(frame: pl.DataFrame, texts, fn):
     """fn over slices of FEATURE_ROWS rows of the event table. Its strings are mapped from disk (`texts`): the
     pages a slice read are handed back after it, so they never all count in memory at once."""
     from data.textspill import WINDOW_RELEASE_BYTES
 
-    parts = []
     for start in range(0, len(frame), FEATURE_ROWS):
-        parts.append(fn(frame.slice(start, FEATURE_ROWS)))
+        yield fn(frame.slice(start, FEATURE_ROWS))
         if texts is not None:
             texts.release_over(WINDOW_RELEASE_BYTES)
-    return parts
 
 
 def _event_features(full: pl.DataFrame, texts) -> pl.DataFrame:
-    """`filters.event_features`, in slices when the texts are mapped from disk."""
+    """`filters.event_features`, in slices when the texts are mapped from disk, each slice's written to disk as
+    it is made; then mapped back a column a file (26 bytes an event, read by the examples)."""
     from data import filters
 
     if texts is None or len(full) <= FEATURE_ROWS:
         return filters.event_features(full)
-    # Mapped from disk until the examples have gathered theirs (26 bytes an event).
-    return texts.hold(_concat_by_column(_per_slice(full, texts, filters.event_features)), prefix="feature")
-
-
-def _concat_by_column(parts: list[pl.DataFrame]) -> pl.DataFrame:
-    """pl.concat(parts, rechunk=True), one column at a time: the slices' copy of a column goes as soon as its
-    contiguous copy is made, so the two copies of the whole table are never held at once."""
-    out = {}
-    for name in parts[0].columns:
-        out[name] = pl.concat([p.get_column(name) for p in parts], rechunk=True)
-        parts = [p.drop(name) for p in parts]
-    return pl.DataFrame(out)
+    parts = texts.batches("feature-slice")
+    for part in _slices(full, texts, filters.event_features):
+        parts.write(part)
+    return texts.hold(parts.frame(), prefix="feature")
 
 
 def _in_background(fn, *args):

@@ -10,7 +10,7 @@ from typing import Callable
 import polars as pl
 
 from data.config import BuildConfig
-from data.rules import DROP_REASON, meta_of, rows_sharing
+from data.rules import DROP_REASON, flags, meta_of, rows_sharing
 
 
 def mark(df: pl.DataFrame, mask: pl.Expr, reason: str) -> pl.DataFrame:
@@ -20,16 +20,20 @@ def mark(df: pl.DataFrame, mask: pl.Expr, reason: str) -> pl.DataFrame:
 
 
 def _mark_rows(df: pl.DataFrame, positions: pl.Series, reason: str) -> pl.DataFrame:
-    return mark(df, pl.int_range(pl.len(), dtype=pl.UInt32).is_in(positions.cast(pl.UInt32).implode()), reason)
+    return mark(df, pl.lit(flags(len(df), positions.cast(pl.UInt32))), reason)
 
 
-def _mark_keys(df: pl.DataFrame, keys: pl.DataFrame, on: list[str], reason: str) -> pl.DataFrame:
-    if keys.is_empty():
-        return df
-    # Joined on the key columns alone: a join over the whole table would copy every column of it.
-    hit = df.select(on).join(keys.unique().with_columns(_hit=pl.lit(True)), on=on, how="left",
-                             maintain_order="left")["_hit"]
-    return mark(df, pl.lit(hit), reason)
+# The filters that compare examples by prompt key look at the examples of one part of the prompt keys at a time,
+# about this many examples each: what they hold does not grow with the table.
+KEY_PART_ROWS = 500_000
+
+
+def _by_prompt_part(df: pl.DataFrame, fn: Callable[[pl.Expr], pl.Series]) -> pl.Series:
+    """fn(mask of one part of the prompt keys) for each part; the positions it returns, concatenated. Examples
+    that a filter compares share a prompt key, so they are always in one part."""
+    parts = max(1, -(-len(df) // KEY_PART_ROWS))
+    found = [fn((pl.col("_pk") % parts).fill_null(0) == p) for p in range(parts)]
+    return pl.concat(found) if found else pl.Series([], dtype=pl.UInt32)
 
 
 def _alive() -> pl.Expr:
@@ -172,29 +176,37 @@ def _too_many_tokens(live: pl.DataFrame, kind: str, events: pl.DataFrame, cfg: B
 
 def preference_conflicts(df: pl.DataFrame) -> pl.DataFrame:
     """The same prompt with A over B and B over A: neither pair is used."""
-    alive = df.lazy().filter(_alive()).select("_pk", "_tk", "_rk").collect().unique()
-    reversed_ = alive.select("_pk", pl.col("_rk").alias("_tk"), pl.col("_tk").alias("_rk"))
-    both = alive.join(reversed_, on=["_pk", "_tk", "_rk"], how="semi")
-    return _mark_keys(df, both, ["_pk", "_tk", "_rk"], "preference_conflict")
+    def conflicting(part: pl.Expr) -> pl.Series:
+        live = df.lazy().with_row_index("_i").filter(_alive() & part).select("_i", "_pk", "_tk", "_rk").collect()
+        reversed_ = live.select("_pk", pl.col("_rk").alias("_tk"), pl.col("_tk").alias("_rk")).unique()
+        return live.join(reversed_, on=["_pk", "_tk", "_rk"], how="semi")["_i"]
+
+    return _mark_rows(df, _by_prompt_part(df, conflicting), "preference_conflict")
 
 
 def kto_conflicts(df: pl.DataFrame) -> pl.DataFrame:
     """A generation judged both ways, or the same prompt and completion labelled both ways: no label is used."""
     df = mark(df, pl.col("_conflict"), "kto_label_conflict")
-    # Only pairs that occur more than once can disagree (found by sorting, see rules.rows_sharing).
-    shared = rows_sharing(df.lazy().filter(_alive()).select("_pk", "_tk", "label").collect(), ["_pk", "_tk"])
-    both = shared.group_by("_pk", "_tk").agg(pl.col("label").n_unique().alias("_n")) \
-        .filter(pl.col("_n") > 1).select("_pk", "_tk")
-    return _mark_keys(df, both, ["_pk", "_tk"], "kto_label_conflict")
+
+    def conflicting(part: pl.Expr) -> pl.Series:
+        # Only pairs that occur more than once can disagree (found by sorting, see rules.rows_sharing).
+        live = df.lazy().with_row_index("_i").filter(_alive() & part).select("_i", "_pk", "_tk", "label").collect()
+        shared = rows_sharing(live.drop_nulls(["_pk", "_tk"]), ["_pk", "_tk"])
+        return shared.filter(pl.col("label").n_unique().over("_pk", "_tk") > 1)["_i"]
+
+    return _mark_rows(df, _by_prompt_part(df, conflicting), "kto_label_conflict")
 
 
 def exact_duplicates(df: pl.DataFrame, keys: list[str], events: pl.DataFrame) -> pl.DataFrame:
     """Keep the earliest of identical examples."""
-    live = df.lazy().with_row_index("_i").filter(_alive()).select("_i", "meta_row", "text_row", *keys).collect()
-    copies = rows_sharing(live, keys)  # only these need ordering
-    copies = copies.with_columns(meta_of(events, copies, "ts", "request_key", "generation_key")).sort(ORDER)
-    later = copies.filter(pl.int_range(pl.len()).over(keys) > 0)["_i"]
-    return _mark_rows(df, later, "duplicate_example")
+    def later_copies(part: pl.Expr) -> pl.Series:
+        live = df.lazy().with_row_index("_i").filter(_alive() & part).select("_i", "meta_row", "text_row", *keys) \
+            .collect()
+        copies = rows_sharing(live, keys)  # only these need ordering
+        copies = copies.with_columns(meta_of(events, copies, "ts", "request_key", "generation_key")).sort(ORDER)
+        return copies.filter(pl.int_range(pl.len()).over(keys) > 0)["_i"]
+
+    return _mark_rows(df, _by_prompt_part(df, later_copies), "duplicate_example")
 
 
 def near_duplicate_prompts(df: pl.DataFrame, events: pl.DataFrame, take: Take = gather_rows) -> pl.DataFrame:

@@ -59,15 +59,19 @@ def _latest_first(df: pl.DataFrame) -> pl.DataFrame:
     return df.sort(["ts", "row"], descending=[True, True])
 
 
-def dedupe_events(events: pl.DataFrame, rows_of=None) -> tuple[pl.Series, pl.DataFrame]:
+def dedupe_events(events: pl.DataFrame, rows_of=None, parts: int = 1) -> tuple[pl.Series, pl.DataFrame]:
     """Same event_id twice: same content -> duplicate (the first copy in input order is kept); other content ->
     every copy is a conflict. Returns (rows of the repeated copies, full rows of the conflicting copies).
 
     The candidates are found by key (`event_key` where the table has keys), then grouped by the id strings
     themselves: two ids that share a key are never taken for copies of one event. `rows_of(events, rows)` reads
-    the candidates' full rows (the build's reads them from disk)."""
+    the candidates' full rows (the build's reads them from disk). With keys, the candidates are sought in `parts`
+    passes, each over the events whose key falls in one part."""
     by = "event_key" if "event_key" in events.columns else "event_id"
-    rows = rows_sharing(events.select("row", by), [by])["row"].sort()
+    parts = parts if by == "event_key" else 1
+    rows = pl.concat([rows_sharing(events.select("row", by).filter(
+        ((pl.col(by) % parts).fill_null(0) == p) if parts > 1 else pl.lit(True)), [by])["row"]
+        for p in range(parts)]).sort()
     dups = rows_of(events, rows) if rows_of is not None else events.filter(pl.col("row").is_in(rows.implode()))
     if dups.is_empty():
         return pl.Series("row", [], pl.UInt32), dups

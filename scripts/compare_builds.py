@@ -78,6 +78,9 @@ def main() -> int:
         for name in ("LINK_PART_ROWS", "TURN_BUCKET_ROWS", "WRITE_RANGE_ROWS", "SCAN_ROWS"):
             setattr(data.build, name, args.piece_rows)
         data.rules.OWNER_SLICE_ROWS = args.piece_rows
+        import data.filters
+
+        data.filters.KEY_PART_ROWS = args.piece_rows
     if args.collide:
         from data.events import KEY_SEED
         from tests.data.test_keys import collide_keys
