@@ -428,46 +428,56 @@ def _row_json(r: dict) -> str:
 
 
 def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
-    """Give every line one fate; check read = used + dropped + duplicate + quarantined. Works on sets of event
-    rows and counts: no table as long as the log is built."""
+    """Give every line one fate; check read = used + dropped + duplicate + quarantined. Works on bitmaps of event
+    rows (a bit an event) and counts, one table column at a time: no table as long as the log is built."""
+    import numpy as np
+
     read = state.read
-
-    def sources(t: pl.DataFrame, kept: bool) -> pl.DataFrame:  # one (row, drop) per event an example was built from
-        t = t.lazy().filter(pl.col("drop").is_null() if kept else pl.col("drop").is_not_null()) \
-            .select(*rules.src_columns(t), "drop").collect()
-        return pl.concat([t.select(pl.col(c).alias("row"), "drop") for c in rules.src_columns(t)]).drop_nulls("row")
-
     n_events = len(read.events)
-    gone = state.dedupe_rows if state.dedupe_rows is not None else pl.Series("row", [], pl.UInt32)
-    used = pl.concat([sources(t, kept=True)["row"] for t in tables.values()]
-                     + [state.applied.cast(pl.UInt32)]).unique()
+
+    def rows_in(rows: pl.Series) -> pl.Series:
+        return rules.flags(n_events, rows.cast(pl.UInt32))
+
+    def sources(t: pl.DataFrame, kept: bool):  # (rows, drop) of the events the examples were built from, by column
+        which = pl.col("drop").is_null() if kept else pl.col("drop").is_not_null()
+        for c in rules.src_columns(t):
+            yield t.lazy().filter(which & pl.col(c).is_not_null()).select(pl.col(c).alias("row"), "drop").collect()
+
+    gone = rows_in(state.dedupe_rows if state.dedupe_rows is not None else pl.Series("row", [], pl.UInt32))
+    used = rows_in(state.applied)
+    for t in tables.values():
+        for src in sources(t, kept=True):
+            used = used | rows_in(src["row"])
     # Step drops: each row under the one reason its step gave it (a row dropped twice is a bug).
     step = [(f["reason"][0], f["row"]) for f in state.drops.frames]
-    dropped_rows = pl.concat([rows for _, rows in step]) if step else pl.Series("row", [], pl.UInt32)
-    if dropped_rows.n_unique() != len(dropped_rows):
+    dropped = rows_in(pl.concat([rows for _, rows in step]) if step else pl.Series("row", [], pl.UInt32))
+    if int(dropped.sum()) != sum(len(rows) for _, rows in step):
         raise AccountingError("an event was dropped by two steps")
-    both = used.filter(used.is_in(dropped_rows.implode()))
-    if len(both):
-        raise AccountingError(f"{len(both)} event(s) both dropped and used, e.g. row {both[0]}")
+    both = used & dropped
+    if both.any():
+        raise AccountingError(f"{int(both.sum())} event(s) both dropped and used, e.g. row {both.arg_true()[0]}")
     # Rows the dedupe step removed are counted as duplicate or quarantined, not as events.
-    if len(gone) and used.is_in(gone.implode()).any():
+    if (used & gone).any():
         raise AccountingError("an event counted as duplicate or quarantined was also used")
     drops: dict[str, int] = {}
     for reason, rows in step:
-        n = int((~rows.is_in(gone.implode())).sum()) if len(gone) else len(rows)
+        n = len(rows) - int(gone.gather(rows).sum())
         if n:
             drops[reason] = drops.get(reason, 0) + n
     # An event in no kept example and dropped by no step: the first reason (in filter order, which is the order of
     # the Enum) that removed an example built from it; else it carried no signal.
-    settled = pl.concat([used, dropped_rows, gone.cast(pl.UInt32)]).implode()
-    ex = pl.concat([sources(t, kept=False) for t in tables.values()]) \
-        .filter(~pl.col("row").is_in(settled))
-    ex = ex.group_by("row").agg(pl.col("drop").min())
-    for reason, n in ex.group_by("drop").len().iter_rows():
-        drops[str(reason)] = drops.get(str(reason), 0) + n
+    settled = used | dropped | gone
+    first = np.full(n_events, 255, dtype=np.uint8)  # per event, the first example reason (its Enum code)
+    for t in tables.values():
+        for src in sources(t, kept=False):
+            src = src.filter(~settled.gather(src["row"]))
+            np.minimum.at(first, src["row"].to_numpy(), src["drop"].to_physical().to_numpy())
+    counts = np.bincount(first[first != 255], minlength=len(EXAMPLE_REASONS))
+    for code, n in enumerate(counts.tolist()):
+        if n:
+            drops[EXAMPLE_REASONS[code]] = drops.get(EXAMPLE_REASONS[code], 0) + n
     # Counted row by row, not by subtraction, so that a row counted twice or never breaks the balance below.
-    covered = rules.flags(n_events, pl.concat([used, dropped_rows, gone.cast(pl.UInt32), ex["row"]]))
-    no_signal = int((~covered).sum())
+    no_signal = int((~(settled | pl.Series(first != 255))).sum())
     if no_signal:
         drops["no_signal"] = no_signal
     if read.blank_lines:
@@ -475,7 +485,7 @@ def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
     if read.oversized:
         drops["oversized_line"] = len(read.oversized)
     drops = dict(sorted(drops.items(), key=lambda kv: (-kv[1], kv[0])))
-    used = len(used)
+    used = int(used.sum())
     dropped = sum(drops.values())
     quarantined = len(state.quarantine)
     total = used + dropped + state.duplicates + quarantined
