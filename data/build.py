@@ -207,6 +207,15 @@ def _release(state: BuildState) -> None:
         state.read.texts.release_over()
 
 
+def _window_release(state: BuildState):
+    """A function that hands back the mapped pages once more than WINDOW_RELEASE_BYTES are in memory: for steps
+    that go a slice at a time over tables mapped from disk."""
+    from data.textspill import WINDOW_RELEASE_BYTES
+
+    texts = state.read.texts
+    return (lambda: texts.release_over(WINDOW_RELEASE_BYTES)) if texts is not None else (lambda: None)
+
+
 def _cpu() -> float:
     return time.process_time()
 
@@ -293,7 +302,7 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
     with _timed(state, "split"):
         from data.split import assign_split
 
-        tables = assign_split(tables, cfg, full, _take(state))
+        tables = assign_split(tables, cfg, full, _take(state), release=_window_release(state))
     check_keys()
     # The filters' columns go (memory per example); the write orders the examples by their keys in the events.
     return {kind: t.drop(c for c in t.columns if c in FILTER_ONLY_COLUMNS) for kind, t in tables.items()}
@@ -657,6 +666,7 @@ def _in_write_order(kind: str, table: pl.DataFrame, split: str, state: BuildStat
     by slice, sorted and written before the next: together the ranges are the whole split in order."""
     needs = ["prompt_row", "text_row", "meta_row", "signal"] + {"dpo": ["rejected_row"], "kto": ["label"]}.get(kind, [])
     seed = state.config.shuffle_seed
+    release = _window_release(state)
 
     def first_key(part: pl.DataFrame) -> pl.Series:
         if kind == "kto":
@@ -675,8 +685,7 @@ def _in_write_order(kind: str, table: pl.DataFrame, split: str, state: BuildStat
         for start in range(0, len(table), SCAN_ROWS):
             part = table.slice(start, SCAN_ROWS).lazy().filter(is_kept).select(columns).collect()
             yield part.with_columns(first_key(part)) if with_first else part
-            if state.read.texts is not None:
-                state.read.texts.release_over()
+            release()
 
     bounds: list = []
     n_ranges = -(-n // WRITE_RANGE_ROWS)

@@ -34,31 +34,50 @@ def cutoff_ms(value: str | int | None) -> int | None:
     return ms
 
 
+# Examples are given their side a slice of this many at a time: their unit and time, gathered from the event
+# table, are held for one slice.
+SLICE_ROWS = 200_000
+
+
+def _slices(df: pl.DataFrame):
+    return (df.slice(start, SLICE_ROWS) for start in range(0, max(len(df), 1), SLICE_ROWS))
+
+
 def assign_split(tables: dict[str, pl.DataFrame], cfg: BuildConfig, events: pl.DataFrame,
-                 take=None) -> dict[str, pl.DataFrame]:
-    """Examples carry the unit as a key (`user_key`, `session_key`); the unit's id string, which the hash needs,
-    is read from the event table (`take(column, rows)` gathers) for one example of each unit."""
+                 take=None, release=lambda: None) -> dict[str, pl.DataFrame]:
+    """Examples carry the unit as a key (`user_key`, `session_key`) in the event table; the unit's id string, which
+    the hash needs, is read from it (`take(column, rows)` gathers) for one example of each unit. `release()` is
+    called after each slice (the build hands back the mapped pages the gathers touched)."""
     unit = "user_key" if cfg.split_by == "user" else "session_key"
     take = take or (lambda column, rows: column.gather(rows))
-    # The unit and time of each example, from its generation in the event table.
-    tables = {k: t.with_columns(meta_of(events, t, unit, "ts")) for k, t in tables.items()}
-    units = pl.concat([t.select(unit, "meta_row") for t in tables.values()]).unique(subset=unit, keep="first")
+    # The unit of each example is its generation's, in the event table.
+    units = []
+    for t in tables.values():
+        for part in _slices(t.select("meta_row")):
+            units.append(part.with_columns(meta_of(events, part, unit)).unique(subset=unit, keep="first"))
+            release()
+    units = pl.concat(units).unique(subset=unit, keep="first")
     ids = take(events[unit.replace("_key", "_id")], units["meta_row"]).to_list()
     test = [k for k, u in zip(units[unit].to_list(), ids) if stable_fraction(u, cfg.split_seed) < cfg.test_fraction]
     test_set = pl.Series(test, dtype=pl.UInt64).implode()
+    del units, ids
     cut = cutoff_ms(cfg.time_cutoff)
+    side = pl.when(pl.col(unit).is_in(test_set)).then(pl.lit("test", SPLIT)).otherwise(pl.lit("train", SPLIT))
+    wrong_side = pl.lit(False) if cut is None else (
+        ((pl.col("split") == "test") & (pl.col("ts") < cut)) | ((pl.col("split") == "train") & (pl.col("ts") >= cut)))
     out = {}
     for kind, df in tables.items():
-        df = df.with_columns(split=pl.when(pl.col(unit).is_in(test_set)).then(pl.lit("test", SPLIT))
-                             .otherwise(pl.lit("train", SPLIT)))
-        if cut is not None:
-            wrong_side = ((pl.col("split") == "test") & (pl.col("ts") < cut)) | (
-                (pl.col("split") == "train") & (pl.col("ts") >= cut))
-            df = mark(df, wrong_side, "split_time_cutoff")
-        out[kind] = df.drop(unit, "ts")
+        parts = []
+        for part in _slices(df.select("meta_row")):
+            part = part.with_columns(meta_of(events, part, unit, "ts")).select(split=side, ts="ts")
+            parts.append(part.select("split", _wrong=wrong_side.fill_null(False)))
+            release()
+        parts = pl.concat(parts)
+        df = df.with_columns(parts["split"])
+        out[kind] = mark(df, pl.lit(parts["_wrong"]), "split_time_cutoff") if cut is not None else df
     if cfg.remove_test_prompts_from_train:
-        test_prompts = pl.concat([t.filter(pl.col("drop").is_null() & (pl.col("split") == "test"))["_pk"]
-                                  for t in out.values()]).unique().implode()
+        test_prompts = pl.concat([t.lazy().filter(pl.col("drop").is_null() & (pl.col("split") == "test"))
+                                  .select("_pk").unique().collect()["_pk"] for t in out.values()]).unique().implode()
         out = {k: mark(t, (pl.col("split") == "train") & pl.col("_pk").is_in(test_prompts), "prompt_in_test")
                for k, t in out.items()}
     return out

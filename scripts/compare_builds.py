@@ -81,6 +81,9 @@ def main() -> int:
         import data.filters
 
         data.filters.KEY_PART_ROWS = args.piece_rows
+        import data.split
+
+        data.split.SLICE_ROWS = args.piece_rows
     if args.collide:
         from data.events import KEY_SEED
         from tests.data.test_keys import collide_keys

@@ -66,7 +66,7 @@ def test_build_with_texts_on_disk_or_in_pieces_writes_the_same_bytes(build, tmp_
     path = tmp_path / "log.jsonl"
     _log_with_every_kind_of_line(path)
     _small_batches(monkeypatch)
-    from data import filters, rules
+    from data import filters, rules, split
 
     buckets, turn_buckets = [], rules.turn_buckets
     monkeypatch.setattr(rules, "turn_buckets", lambda events, n: buckets.append(n) or turn_buckets(events, n))
@@ -85,6 +85,7 @@ def test_build_with_texts_on_disk_or_in_pieces_writes_the_same_bytes(build, tmp_
                 monkeypatch.setattr(b, name, rows)
             monkeypatch.setattr(rules, "OWNER_SLICE_ROWS", rows)
             monkeypatch.setattr(filters, "KEY_PART_ROWS", rows)
+            monkeypatch.setattr(split, "SLICE_ROWS", rows)
             results.append(_outputs(*build([path], **config)))
         assert all(r == results[0] for r in results[1:]) and len(results) >= 4
         assert max(buckets) >= 5
