@@ -226,6 +226,8 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
 
     cfg = state.config
     full = state.read.events.with_row_index("row")
+    if state.read.texts is not None:  # like every column of the events (4 bytes an event)
+        full = state.read.texts.hold(full, ["row"], prefix="events")
     # Per-event text features need only the texts: without redaction they are computed beside the event rules
     # (Polars releases the GIL, so the two use both cores).
     features = None if cfg.redact else _in_background(_event_features, full, state.read.texts)
@@ -257,6 +259,8 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
         # The mapped columns a step read are handed back after it (they are clean pages of the page cache).
         events, alive, state.orphans = rules.link_events(events, state.drops, gone=state.dedupe_rows,
                                                          parts=max(1, -(-len(events) // LINK_PART_ROWS)))
+        if state.read.texts is not None:
+            events = state.read.texts.hold(events, ["owner_row"], prefix="events")
         _release(state)
         alive, state.applied = rules.apply_forget(events, alive, state.drops)
         alive = select_tenant(events, alive, cfg, state.drops, full, _take(state), state.read.key_seed)
@@ -458,7 +462,7 @@ def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
         for src in sources(t, kept=True):
             used = used | rows_in(src["row"])
     # Step drops: each row under the one reason its step gave it (a row dropped twice is a bug).
-    step = [(f["reason"][0], f["row"]) for f in state.drops.frames]
+    step = state.drops.steps
     dropped = rows_in(pl.concat([rows for _, rows in step]) if step else pl.Series("row", [], pl.UInt32))
     if int(dropped.sum()) != sum(len(rows) for _, rows in step):
         raise AccountingError("an event was dropped by two steps")

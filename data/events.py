@@ -488,10 +488,11 @@ def read_events(
         events = pl.concat(frames, how="vertical", rechunk=False)
         del frames
         # One contiguous buffer per column: the build gathers rows by number, ~10x slower over many chunks.
-        # Column by column, so only one column is ever held twice. With a spill, the 8-byte columns (times, line
-        # numbers, keys: most of what stays of an event) go to disk too and are mapped back.
-        for name, dtype in events.schema.items():
-            if spill is not None and dtype in (pl.Int64, pl.UInt64):
+        # Column by column, so only one column is ever held twice. With a spill, the other columns (times, line
+        # numbers, keys, types, values, files) go to disk too and are mapped back: nothing of an event stays in
+        # memory.
+        for name in events.columns:
+            if spill is not None:
                 events = spill.hold(events, [name])
             else:
                 events = events.with_columns(events.get_column(name).rechunk())

@@ -34,14 +34,13 @@ SPLIT = pl.Enum(["train", "test"])
 class Drops:
     """Event rows dropped by one step, by reason (reasons in the order the step reports them)."""
 
-    frames: list[pl.DataFrame] = field(default_factory=list)
+    steps: list[tuple[str, pl.Series]] = field(default_factory=list)  # (reason, rows)
 
     def add(self, rows: pl.Series | pl.DataFrame, reason: str) -> None:
         if isinstance(rows, pl.DataFrame):
             rows = rows["row"]
         if len(rows):
-            self.frames.append(rows.cast(pl.UInt32).rename("row").to_frame()
-                               .with_columns(reason=pl.lit(reason, pl.String)))
+            self.steps.append((reason, rows.cast(pl.UInt32).rename("row")))
 
 
 def rows_sharing(df: pl.DataFrame, by: list[str]) -> pl.DataFrame:
