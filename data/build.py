@@ -345,22 +345,52 @@ def _check_keys(full: pl.DataFrame, texts) -> None:
     """The rules compare ids by their 64-bit keys: make sure no two different ids of a column share one. Each id
     gets a second, independent hash; a key with two second hashes is a collision (`KeyCollision`: the build
     computes the keys again with another seed). Column by column and slice by slice, so only (key, hash) pairs
-    are held."""
+    are held; with the spill, they go to disk by part of the keys and each part is checked alone."""
+    parts = max(1, -(-len(full) // LINK_PART_ROWS)) if texts is not None else 1
     for key, name in KEYED_IDS.items():
         if key not in full.columns:  # event_key: dedupe compares the event_id strings themselves
             continue
-        pairs = _per_slice(full, texts, lambda part: pl.DataFrame(
-            {"k": part[key], "h": part[name].hash(0xC0FFEE)}).drop_nulls("k").unique())
-        if not pairs:
-            continue
-        # Sorted by key and hash, a collision is a key equal to the one before with another hash. (A unique() and
-        # a search for repeated keys held ten times the pairs' size: ~280 MB at 4M events.)
-        pairs = pl.concat(pairs).sort("k", "h")
-        clash = pairs.filter((pl.col("k") == pl.col("k").shift(1)) & (pl.col("h") != pl.col("h").shift(1)))
-        del pairs
-        if len(clash):
-            raise KeyCollision(f"two different values of {name} share the 64-bit key {clash['k'][0]} (a hash "
-                               "collision, about once in 10^19 pairs of ids)")
+        by_part = [_Buffered(texts.batches(f"keys-{key}") if parts > 1 else _InMemory()) for _ in range(parts)]
+        for pairs in _slices(full, texts, lambda part: pl.DataFrame(
+                {"k": part[key], "h": part[name].hash(0xC0FFEE)}).drop_nulls("k").unique()):
+            for p, part in enumerate(by_part):
+                part.write(pairs.filter(pl.col("k") % parts == p) if parts > 1 else pairs)
+        for part in by_part:
+            # Sorted by key and hash, a collision is a key equal to the one before with another hash. (A unique()
+            # and a search for repeated keys held ten times the pairs' size.)
+            pairs = part.frame().sort("k", "h")
+            clash = pairs.filter((pl.col("k") == pl.col("k").shift(1)) & (pl.col("h") != pl.col("h").shift(1)))
+            del pairs
+            if texts is not None:
+                texts.release_over()
+            if len(clash):
+                raise KeyCollision(f"two different values of {name} share the 64-bit key {clash['k'][0]} (a hash "
+                                   "collision, about once in 10^19 pairs of ids)")
+
+
+class _Buffered:
+    """Parts gathered in memory up to BUFFER_ROWS rows, then written to `into` as one (fewer, larger files)."""
+
+    BUFFER_ROWS = 250_000
+
+    def __init__(self, into):
+        self.into, self.pending, self.rows = into, [], 0
+
+    def write(self, part: pl.DataFrame) -> None:
+        self.pending.append(part)
+        self.rows += len(part)
+        if self.rows >= self.BUFFER_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            self.into.write(pl.concat(self.pending))
+        self.pending, self.rows = [], 0
+
+    def frame(self) -> pl.DataFrame:
+        self._flush()
+        return self.into.frame() if getattr(self.into, "parts", None) else pl.DataFrame(
+            schema={"k": pl.UInt64, "h": pl.UInt64})
 
 
 # Seeds tried before a build gives up on keys that collide (each try fails with a chance of ~n^2 / 2^65 for n

@@ -44,7 +44,11 @@ def _rows(out, kind):
     return sorted(rows, key=lambda r: (r["request_id"], r["signal"], str(r)))
 
 
-def test_ids_that_share_a_key_are_keyed_again_and_build_the_same_examples(build, monkeypatch):
+@pytest.mark.parametrize("part_rows", [10**9, 2], ids=["keys-checked-at-once", "keys-checked-by-part"])
+def test_ids_that_share_a_key_are_keyed_again_and_build_the_same_examples(build, monkeypatch, part_rows):
+    import data.build as b
+
+    monkeypatch.setattr(b, "LINK_PART_ROWS", part_rows)  # 2: the key check spills its pairs by part of the keys
     log = _log_of_two_users()
     plain, plain_out = build(log)
     assert plain["id_keys"] == {"seed": ev.KEY_SEED, "collisions": []}
