@@ -10,7 +10,7 @@ from typing import Callable
 import polars as pl
 
 from data.config import BuildConfig
-from data.rules import DROP_REASON, flags, meta_of, rows_sharing
+from data.rules import DROP_REASON, flags, key_parts, meta_of, rows_sharing
 
 
 def mark(df: pl.DataFrame, mask: pl.Expr, reason: str) -> pl.DataFrame:
@@ -32,7 +32,10 @@ def _by_prompt_part(df: pl.DataFrame, fn: Callable[[pl.Expr], pl.Series]) -> pl.
     """fn(mask of one part of the prompt keys) for each part; the positions it returns, concatenated. Examples
     that a filter compares share a prompt key, so they are always in one part."""
     parts = max(1, -(-len(df) // KEY_PART_ROWS))
-    found = [fn((pl.col("_pk") % parts).fill_null(0) == p) for p in range(parts)]
+    if parts == 1:
+        return fn(pl.lit(True))
+    part = key_parts(df["_pk"], parts)
+    found = [fn(pl.lit(part == p)) for p in range(parts)]
     return pl.concat(found) if found else pl.Series([], dtype=pl.UInt32)
 
 

@@ -67,10 +67,12 @@ def dedupe_events(events: pl.DataFrame, rows_of=None, parts: int = 1) -> tuple[p
     the candidates' full rows (the build's reads them from disk). With keys, the candidates are sought in `parts`
     passes, each over the events whose key falls in one part."""
     by = "event_key" if "event_key" in events.columns else "event_id"
-    parts = parts if by == "event_key" else 1
-    rows = pl.concat([rows_sharing(events.select("row", by).filter(
-        ((pl.col(by) % parts).fill_null(0) == p) if parts > 1 else pl.lit(True)), [by])["row"]
-        for p in range(parts)]).sort()
+    if by != "event_key" or parts == 1:
+        rows = rows_sharing(events.select("row", by), [by])["row"].sort()
+    else:
+        part = key_parts(events[by], parts)
+        rows = pl.concat([rows_sharing(events.select("row", by).filter(part == p), [by])["row"]
+                          for p in range(parts)]).sort()
     dups = rows_of(events, rows) if rows_of is not None else events.filter(pl.col("row").is_in(rows.implode()))
     if dups.is_empty():
         return pl.Series("row", [], pl.UInt32), dups
@@ -81,6 +83,13 @@ def dedupe_events(events: pl.DataFrame, rows_of=None, parts: int = 1) -> tuple[p
     same = dups.filter(pl.col("_v") == 1).sort("row")
     repeated = same.filter(pl.int_range(pl.len()).over("event_id") > 0)["row"]
     return repeated, conflicting
+
+
+def key_parts(keys: pl.Series, parts: int, slice_rows: int = 1_000_000) -> pl.Series:
+    """Which of `parts` parts each 64-bit key falls in (a null key: part 0), computed a slice at a time (the
+    remainders of a whole column would be a column as long as it)."""
+    return pl.concat([(keys.slice(start, slice_rows) % parts).fill_null(0).cast(pl.UInt16)
+                      for start in range(0, max(len(keys), 1), slice_rows)])
 
 
 def flags(n: int, positions: pl.Series) -> pl.Series:
@@ -112,8 +121,7 @@ def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = Non
     owner = events.select(pl.when(pl.lit(on_gen | on_req)).then(None).otherwise(pl.col("row")).cast(pl.UInt32)) \
         .to_series()
 
-    def in_part(key: str, p: int) -> pl.Series:
-        return events.select(((pl.col(key) % parts).fill_null(0) == p).fill_null(False)).to_series()
+    part_of = {key: key_parts(events[key], parts) for key in ("generation_key", "request_key")}
 
     def link(rows: pl.Series, key: str, found: pl.DataFrame) -> None:  # owner of the feedback `rows` by `key`
         asks = events.select("row", key).filter(rows)
@@ -125,7 +133,7 @@ def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = Non
     # (the first, by time then row, keeps it).
     second = []
     for p in range(parts):
-        part = in_part("generation_key", p)
+        part = part_of["generation_key"] == p
         gens = events.select("row", "ts", "generation_key").filter(is_gen & part)
         reused = rows_sharing(gens, ["generation_key"]).sort("ts", "row")
         later = reused.filter(~pl.col("generation_key").is_first_distinct())["row"]
@@ -143,7 +151,7 @@ def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = Non
     # request's first generation's owner.
     bad = []
     for p in range(parts):
-        part = in_part("request_key", p)
+        part = part_of["request_key"] == p
         gens = events.select("row", "request_key", "user_key", "session_key").filter(is_gen & part)
         by_req = gens.group_by("request_key").agg(
             pl.col("row").min().alias("owner"),
