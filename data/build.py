@@ -121,7 +121,7 @@ def build_datasets(
         raise BuildError(
             f"{out.parent}: no space left on device while building {out.name} ({free / 1e6:.0f} MB free now). A "
             "build needs room beside its output for the event texts, ids and times it keeps on disk until the write "
-            f"(about 1.5x the logs' size, 2.4x with redaction) and for the datasets; {out} was left as it was.") \
+            f"(about 1.7x the logs' size, 2.6x with redaction) and for the datasets; {out} was left as it was.") \
             from exc
 
 
