@@ -234,7 +234,7 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
     ids = [c for pair in KEYED_IDS.items() if pair[0] != "event_key" for c in pair]
     check_keys = _in_background(_check_keys, full.select(ids), state.read.texts)
     with _timed(state, "events"):
-        repeated, conflicting = rules.dedupe_events(full, _rows_of(state),
+        repeated, conflicting = rules.dedupe_events(full, _rows_of(state), release=_window_release(state),
                                                     parts=max(1, -(-len(full) // LINK_PART_ROWS)))
         state.duplicates = len(repeated)
         state.dedupe_rows = pl.concat([repeated, conflicting["row"]]).cast(pl.UInt32)
@@ -258,7 +258,8 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
         # leaves out the repeated and conflicting copies.
         # The mapped columns a step read are handed back after it (they are clean pages of the page cache).
         events, alive, state.orphans = rules.link_events(events, state.drops, gone=state.dedupe_rows,
-                                                         parts=max(1, -(-len(events) // LINK_PART_ROWS)))
+                                                         parts=max(1, -(-len(events) // LINK_PART_ROWS)),
+                                                         release=_window_release(state))
         if state.read.texts is not None:
             events = state.read.texts.hold(events, ["owner_row"], prefix="events")
         _release(state)
@@ -270,12 +271,12 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
         n_buckets = max(1, -(-int(alive.sum()) // TURN_BUCKET_ROWS))
         bucket = rules.turn_buckets(events, n_buckets) if n_buckets > 1 else None
         _release(state)
-        turns, sizes = _collector(state, "turns"), []
+        turns, sizes, release = _collector(state, "turns"), [], _window_release(state)
         for b in range(n_buckets):
             part = rules.turns_in_play(events, alive if bucket is None else alive & (bucket == b), state.drops)
             sizes.append(len(part))
             turns.write(part)
-            _release(state)
+            release()
         del events, alive, bucket
         # The one copy of the events the rules make: the rows still in play, the columns the examples read.
         turns = turns.frame()
@@ -294,7 +295,7 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
                 if k not in cfg.kinds:
                     t = t.with_columns(drop=pl.lit("kind_not_built", rules.DROP_REASON))
                 tables[k].write(t)
-            _release(state)
+            release()
         # Written once, read by every later step: mapped from disk like the events. The filters and the split add
         # a byte an example (`drop`, `split`) in memory. A column a file, in one chunk (copied out column by
         # column): the columns those steps add have one chunk, and Polars copies a table whose columns' chunks
@@ -662,11 +663,10 @@ WRITE_CHUNK_ROWS = 20_000
 def _materialized_chunks(kind: str, parts, state: BuildState):
     """Example rows (frames, in order) -> Arrow tables of WRITE_CHUNK_ROWS rows each whatever the frames' sizes
     (the same rows give the same bytes), so only one slice of texts is ever copied out at a time."""
-    take = _take(state)
+    take, release = _take(state), _window_release(state)
     for chunk in _in_chunks(parts, WRITE_CHUNK_ROWS):
         table = materialize(kind, chunk, state.texts, take)
-        if state.read.texts is not None:  # the slice holds its own copy of the texts now
-            state.read.texts.release_over()
+        release()  # the slice holds its own copy of the texts now
         yield table
 
 
@@ -736,6 +736,7 @@ def _in_write_order(kind: str, table: pl.DataFrame, split: str, state: BuildStat
             hi = hi | pl.col("_first").is_null()
         part = pl.concat([p.filter(lo & hi) for p in kept(True)])
         part = part.with_columns(rules.meta_of(state.texts, part, "request_key", "generation_key"))
+        release()
         part = part.sort(order, nulls_last=False).select(needs)
         written += len(part)
         yield part

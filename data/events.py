@@ -22,7 +22,7 @@ import orjson
 import polars as pl
 
 from data.records import EVENT_TYPES, check_event
-from data.textspill import SegmentWriter, TextSpill
+from data.textspill import WINDOW_RELEASE_BYTES, SegmentWriter, TextSpill
 
 try:  # the fast path (data/fastread.py) needs msgspec; without it every line takes the Python path
     import msgspec  # noqa: F401
@@ -494,6 +494,7 @@ def read_events(
         for name in events.columns:
             if spill is not None:
                 events = spill.hold(events, [name])
+                spill.release_over(WINDOW_RELEASE_BYTES)  # the pages of the ranges' files this column was read from
             else:
                 events = events.with_columns(events.get_column(name).rechunk())
         if spill is not None:

@@ -58,21 +58,26 @@ def _latest_first(df: pl.DataFrame) -> pl.DataFrame:
     return df.sort(["ts", "row"], descending=[True, True])
 
 
-def dedupe_events(events: pl.DataFrame, rows_of=None, parts: int = 1) -> tuple[pl.Series, pl.DataFrame]:
+def dedupe_events(events: pl.DataFrame, rows_of=None, parts: int = 1,
+                  release=lambda: None) -> tuple[pl.Series, pl.DataFrame]:
     """Same event_id twice: same content -> duplicate (the first copy in input order is kept); other content ->
     every copy is a conflict. Returns (rows of the repeated copies, full rows of the conflicting copies).
 
     The candidates are found by key (`event_key` where the table has keys), then grouped by the id strings
     themselves: two ids that share a key are never taken for copies of one event. `rows_of(events, rows)` reads
     the candidates' full rows (the build's reads them from disk). With keys, the candidates are sought in `parts`
-    passes, each over the events whose key falls in one part."""
+    passes, each over the events whose key falls in one part; `release()` after each (the build hands back the
+    mapped pages a pass read)."""
     by = "event_key" if "event_key" in events.columns else "event_id"
     if by != "event_key" or parts == 1:
         rows = rows_sharing(events.select("row", by), [by])["row"].sort()
     else:
         part = key_parts(events[by], parts)
-        rows = pl.concat([rows_sharing(events.select("row", by).filter(part == p), [by])["row"]
-                          for p in range(parts)]).sort()
+        found = []
+        for p in range(parts):
+            found.append(rows_sharing(events.select("row", by).filter(part == p), [by])["row"])
+            release()
+        rows = pl.concat(found).sort()
     dups = rows_of(events, rows) if rows_of is not None else events.filter(pl.col("row").is_in(rows.implode()))
     if dups.is_empty():
         return pl.Series("row", [], pl.UInt32), dups
@@ -98,8 +103,8 @@ def flags(n: int, positions: pl.Series) -> pl.Series:
     return flags.scatter(positions, True) if len(positions) else flags
 
 
-def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = None,
-                parts: int = 1) -> tuple[pl.DataFrame, pl.Series, pl.Series]:
+def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = None, parts: int = 1,
+                release=lambda: None) -> tuple[pl.DataFrame, pl.Series, pl.Series]:
     """Tie feedback to its generation; set aside orphans, a second generation claiming a known id, and requests
     spread over several users or sessions.
 
@@ -112,7 +117,7 @@ def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = Non
     alive, orphan rows).
 
     The joins run in `parts` passes, each over the generations and feedback whose generation (then request) key
-    falls in one part: what a pass holds is a part's."""
+    falls in one part: what a pass holds is a part's; `release()` after each."""
     n = len(events)
     out = flags(n, gone if gone is not None else pl.Series("row", [], pl.UInt32))
     type_ = events["type"]
@@ -141,6 +146,7 @@ def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = Non
             second.append(later)
             gens = gens.filter(~pl.col("row").is_in(later.implode()))
         link(on_gen & part, "generation_key", gens.select("generation_key", owner="row"))
+        release()
     second = pl.concat(second) if second else pl.Series("row", [], pl.UInt32)
     drops.add(second, "duplicate_generation_id")
     out = out | flags(n, second)
@@ -158,6 +164,7 @@ def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = Non
             ((pl.col("user_key").n_unique() > 1) | (pl.col("session_key").n_unique() > 1)).alias("_bad"))
         bad.append(by_req.filter(pl.col("_bad"))["request_key"])
         link(on_req & part, "request_key", by_req.select("request_key", "owner"))
+        release()
     bad = pl.concat(bad)
 
     orphan = (on_gen | on_req) & owner.is_null() & ~out
