@@ -478,6 +478,7 @@ def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
 
     read = state.read
     n_events = len(read.events)
+    release = _window_release(state)
 
     def rows_in(rows: pl.Series) -> pl.Series:
         return rules.flags(n_events, rows.cast(pl.UInt32))
@@ -486,6 +487,7 @@ def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
         which = pl.col("drop").is_null() if kept else pl.col("drop").is_not_null()
         for c in rules.src_columns(t):
             yield t.lazy().filter(which & pl.col(c).is_not_null()).select(pl.col(c).alias("row"), "drop").collect()
+            release()
 
     gone = rows_in(state.dedupe_rows if state.dedupe_rows is not None else pl.Series("row", [], pl.UInt32))
     used = rows_in(state.applied)
@@ -801,7 +803,7 @@ def write_build(tmp: Path, state: BuildState, tables: dict[str, pl.DataFrame], b
         "accounting": base["accounting"],
         "redactions": state.redactions,
         "id_keys": {"seed": state.read.key_seed, "collisions": state.key_collisions},
-        "split": _split_summary(tables, cfg, state.texts),
+        "split": _split_summary(tables, cfg, state.texts, _window_release(state)),
         "outputs": outputs,
         "versions": _versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -824,15 +826,25 @@ def _example_drops(tables: dict[str, pl.DataFrame]) -> dict[str, dict[str, int]]
     return out
 
 
-def _split_summary(tables: dict[str, pl.DataFrame], cfg: BuildConfig, events: pl.DataFrame) -> dict:
-    kept = [t.lazy().filter(pl.col("drop").is_null()).select("meta_row", "split").collect() for t in tables.values()]
-    kept = [t.with_columns(rules.meta_of(events, t, "user_key", "session_key")) for t in kept]
-    kept = pl.concat(kept) if kept else None
-    units = {}
-    if kept is not None and len(kept):
-        for split in ("train", "test"):
-            part = kept.filter(pl.col("split") == split)
-            units[split] = {"users": part["user_key"].n_unique(), "sessions": part["session_key"].n_unique()}
+def _split_summary(tables: dict[str, pl.DataFrame], cfg: BuildConfig, events: pl.DataFrame,
+                   release=lambda: None) -> dict:
+    """The split's settings and its distinct users and sessions per side, a slice of the tables at a time (what
+    is held is the distinct keys)."""
+    distinct = {(split, unit): pl.Series(unit, [], pl.UInt64) for split in ("train", "test")
+                for unit in ("user_key", "session_key")}
+    kept_any = False
+    for t in tables.values():
+        for start in range(0, len(t), SCAN_ROWS):
+            part = t.slice(start, SCAN_ROWS).lazy().filter(pl.col("drop").is_null()).select("meta_row", "split") \
+                .collect()
+            kept_any = kept_any or len(part) > 0
+            part = part.with_columns(rules.meta_of(events, part, "user_key", "session_key"))
+            for (split, unit), seen in distinct.items():
+                distinct[split, unit] = pl.concat([seen, part.filter(pl.col("split") == split)[unit].unique()]) \
+                    .unique()
+            release()
+    units = {split: {"users": distinct[split, "user_key"].len(), "sessions": distinct[split, "session_key"].len()}
+             for split in ("train", "test")} if kept_any else {}
     return {"by": cfg.split_by, "test_fraction": cfg.test_fraction, "seed": cfg.split_seed,
             "time_cutoff": cfg.time_cutoff, "units": units,
             "removed_from_train_prompt_in_test": int(sum(
