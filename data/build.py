@@ -375,7 +375,7 @@ class _Buffered:
     BUFFER_ROWS = 250_000
 
     def __init__(self, into):
-        self.into, self.pending, self.rows = into, [], 0
+        self.into, self.pending, self.rows, self.written = into, [], 0, False
 
     def write(self, part: pl.DataFrame) -> None:
         self.pending.append(part)
@@ -386,12 +386,12 @@ class _Buffered:
     def _flush(self) -> None:
         if self.pending:
             self.into.write(pl.concat(self.pending))
+            self.written = True
         self.pending, self.rows = [], 0
 
     def frame(self) -> pl.DataFrame:
         self._flush()
-        return self.into.frame() if getattr(self.into, "parts", None) else pl.DataFrame(
-            schema={"k": pl.UInt64, "h": pl.UInt64})
+        return self.into.frame() if self.written else pl.DataFrame(schema={"k": pl.UInt64, "h": pl.UInt64})
 
 
 # Seeds tried before a build gives up on keys that collide (each try fails with a chance of ~n^2 / 2^65 for n
