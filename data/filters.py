@@ -36,7 +36,7 @@ def _by_prompt_part(df: pl.DataFrame, fn: Callable[[pl.Expr], pl.Series]) -> pl.
         return fn(pl.lit(True))
     part = key_parts(df["_pk"], parts)
     found = [fn(pl.lit(part == p)) for p in range(parts)]
-    return pl.concat(found) if found else pl.Series([], dtype=pl.UInt32)
+    return pl.concat(found)
 
 
 def _alive() -> pl.Expr:
