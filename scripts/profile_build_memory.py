@@ -6,7 +6,14 @@ Builds the log in this process (default config) while a thread samples /proc/sel
 for each stage (read, events, examples, filters, split, write and the gaps between them) the highest resident
 memory seen, split into anonymous memory and file pages (the texts mapped from disk, shared libraries). The
 benchmark (`scripts/bench_data.py`) gives the build's overall peak; this says which step reaches it. Linux only.
-A sample every 3 ms can miss a spike shorter than that: the printed `ru_maxrss` is the true peak.
+A sample every 3 ms can miss a spike shorter than that: the printed `ru_maxrss` is the true peak. It also prints
+the peak size of the build's spill folder on disk.
+
+    --steps           also the anonymous memory at the start, peak and end of each rule function; the work the
+                      build does on background threads runs in line, so that a step's figure is its own. Set
+                      _RJEM_MALLOC_CONF=dirty_decay_ms:0,muzzy_decay_ms:0 to see what a step holds rather than
+                      what Polars' allocator keeps.
+    --piece-scale F   multiply the sizes of the build's pieces (turn buckets, key parts, write ranges) by F
 """
 
 from __future__ import annotations
@@ -27,15 +34,33 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("log")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--steps", action="store_true")
+    ap.add_argument("--piece-scale", type=float, default=1.0)
     args = ap.parse_args()
     import data.build as build
+    import data.filters as filters
+    import data.rules as rules
+    import data.split as split
+
+    for module, name in ((build, "LINK_PART_ROWS"), (build, "TURN_BUCKET_ROWS"), (build, "WRITE_RANGE_ROWS"),
+                         (filters, "KEY_PART_ROWS")):
+        setattr(module, name, max(1, int(getattr(module, name) * args.piece_scale)))
 
     page = os.sysconf("SC_PAGE_SIZE")
     stage = ["start"]
     peaks: dict[str, tuple[int, int, int]] = {}  # stage -> (resident, anonymous, file) bytes at its highest
     done = threading.Event()
+    step = [None]  # the rule function running (with --steps)
+    steps: dict[str, list[int]] = {}  # function -> [anonymous at start, peak, at end] bytes
+    out = Path(args.out)
+    spill_peak = [0]
+
+    def spill_bytes() -> int:
+        return sum(f.stat().st_size for d in out.parent.glob(f".{out.name}.texts-*") for f in d.iterdir()
+                   if f.is_file())
 
     def sample() -> None:
+        n = 0
         while not done.is_set():
             with open("/proc/self/statm") as f:
                 fields = f.read().split()
@@ -43,7 +68,44 @@ def main() -> int:
             name = stage[0]
             if resident > peaks.get(name, (0, 0, 0))[0]:
                 peaks[name] = (resident, resident - file_pages, file_pages)
+            if step[0] in steps:
+                steps[step[0]][1] = max(steps[step[0]][1], resident - file_pages)
+            n += 1
+            if n % 100 == 0:
+                try:
+                    spill_peak[0] = max(spill_peak[0], spill_bytes())
+                except OSError:  # a file removed while listed
+                    pass
             time.sleep(0.003)
+
+    def anonymous() -> int:
+        with open("/proc/self/statm") as f:
+            fields = f.read().split()
+        return (int(fields[1]) - int(fields[2])) * page
+
+    def watched(module, name: str) -> None:
+        fn = getattr(module, name)
+
+        def run(*a, **k):
+            outer, step[0] = step[0], name
+            steps.setdefault(name, [anonymous(), 0, 0])
+            try:
+                return fn(*a, **k)
+            finally:
+                steps[name][2] = anonymous()
+                step[0] = outer
+
+        setattr(module, name, run)
+
+    if args.steps:
+        for module, names in ((rules, ["dedupe_events", "link_events", "apply_forget", "turns_in_play",
+                                       "examples_of", "attach"]),
+                              (build, ["select_tenant", "account", "write_build", "_check_keys",
+                                       "_event_features"]),
+                              (filters, ["apply_filters"]), (split, ["assign_split"])):
+            for name in names:
+                watched(module, name)
+        build._in_background = lambda fn, *a: (lambda result: lambda: result)(fn(*a))
 
     timed = build._timed
 
@@ -63,6 +125,10 @@ def main() -> int:
     print(f"build {time.perf_counter() - t:.2f} s wall, ru_maxrss {maxrss:.0f} MB")
     for name, (resident, anon, file_pages) in peaks.items():
         print(f"{name:16s} {resident / 1e6:7.0f} MB  (anonymous {anon / 1e6:.0f}, file {file_pages / 1e6:.0f})")
+    print(f"spill folder on disk: peak {spill_peak[0] / 1e6:.0f} MB (sampled every ~0.3 s)")
+    for name, (start, peak, end) in steps.items():
+        print(f"step {name:18s} anonymous MB: start {start / 1e6:5.0f}  peak {max(peak, start, end) / 1e6:5.0f}"
+              f"  end {end / 1e6:5.0f}")
     return 0
 
 
