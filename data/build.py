@@ -148,46 +148,48 @@ def _build(inputs: list, out: Path, cfg: BuildConfig, progress, spill_dir: str |
     read = read_events([str(p) for p in inputs], max_line_bytes=cfg.max_line_bytes,
                        progress=(lambda n: progress("read", n)) if progress else None, spill_dir=spill_dir,
                        keys=True)
-    state = BuildState(config=cfg, read=read, quarantine=list(read.quarantine))
-    _release(state)  # the pages the read mapped
-    state.timings["read"] = time.perf_counter() - t0
-    state.cpu["read"] = _cpu() - c0
-    if cfg.strict and read.quarantine:
-        q = read.quarantine[0]
-        raise StrictModeError(f"{q.source}:{q.line}: {q.field}: {q.reason} (strict mode; "
-                              f"{len(read.quarantine)} invalid line(s) in all)")
-    if progress:
-        progress("rules", 0)
-    for attempt in range(KEY_ATTEMPTS):
-        try:
-            examples = run_rules(state)
-            break
-        except KeyCollision as exc:
-            if attempt + 1 == KEY_ATTEMPTS:
-                raise
-            # Keys from another seed (the manifest says which); the rules start again from the read.
-            state.key_collisions = [*state.key_collisions, str(exc)]
-            read.events = rekeyed(read.events, read.key_seed + 1, read.texts)
-            read.key_seed += 1
-            state = BuildState(config=cfg, read=read, quarantine=list(read.quarantine), timings=state.timings,
-                               cpu=state.cpu, key_collisions=state.key_collisions)
-    manifest_base = account(state, examples)
-    if progress:
-        progress("write", 0)
-    with atomic_dir(out) as tmp:
-        t1, c1 = time.perf_counter(), _cpu()
-        manifest = write_build(Path(tmp), state, examples, manifest_base)
-        state.timings["write"] = time.perf_counter() - t1
-        state.cpu["write"] = _cpu() - c1
-        state.timings["total"] = time.perf_counter() - t0
-        state.cpu["total"] = _cpu() - c0
-        manifest["timings_s"] = {k: round(v, 3) for k, v in state.timings.items()}
-        # Reader subprocesses not included (the benchmark adds them).
-        manifest["cpu_s"] = {k: round(v, 3) for k, v in state.cpu.items()}
-        from flywheel.files import write_json_atomic
+    # From here on a thread keeps the spill's mapped pages in memory under a bound (TextSpill.paging).
+    with read.texts.paging() if read.texts is not None else contextlib.nullcontext():
+        state = BuildState(config=cfg, read=read, quarantine=list(read.quarantine))
+        _release(state)  # the pages the read mapped
+        state.timings["read"] = time.perf_counter() - t0
+        state.cpu["read"] = _cpu() - c0
+        if cfg.strict and read.quarantine:
+            q = read.quarantine[0]
+            raise StrictModeError(f"{q.source}:{q.line}: {q.field}: {q.reason} (strict mode; "
+                                  f"{len(read.quarantine)} invalid line(s) in all)")
+        if progress:
+            progress("rules", 0)
+        for attempt in range(KEY_ATTEMPTS):
+            try:
+                examples = run_rules(state)
+                break
+            except KeyCollision as exc:
+                if attempt + 1 == KEY_ATTEMPTS:
+                    raise
+                # Keys from another seed (the manifest says which); the rules start again from the read.
+                state.key_collisions = [*state.key_collisions, str(exc)]
+                read.events = rekeyed(read.events, read.key_seed + 1, read.texts)
+                read.key_seed += 1
+                state = BuildState(config=cfg, read=read, quarantine=list(read.quarantine), timings=state.timings,
+                                   cpu=state.cpu, key_collisions=state.key_collisions)
+        manifest_base = account(state, examples)
+        if progress:
+            progress("write", 0)
+        with atomic_dir(out) as tmp:
+            t1, c1 = time.perf_counter(), _cpu()
+            manifest = write_build(Path(tmp), state, examples, manifest_base)
+            state.timings["write"] = time.perf_counter() - t1
+            state.cpu["write"] = _cpu() - c1
+            state.timings["total"] = time.perf_counter() - t0
+            state.cpu["total"] = _cpu() - c0
+            manifest["timings_s"] = {k: round(v, 3) for k, v in state.timings.items()}
+            # Reader subprocesses not included (the benchmark adds them).
+            manifest["cpu_s"] = {k: round(v, 3) for k, v in state.cpu.items()}
+            from flywheel.files import write_json_atomic
 
-        write_json_atomic(Path(tmp) / "manifest.json", manifest)
-    return manifest
+            write_json_atomic(Path(tmp) / "manifest.json", manifest)
+        return manifest
 
 
 @contextlib.contextmanager
@@ -570,8 +572,9 @@ def one_assistant_message(text: pl.Series) -> pl.Series:
     """[{"role": "assistant", "content": t}] for each t: one Arrow list array over the structs."""
     import pyarrow as pa
 
+    # Arrow string views (Polars' own layout): no copy of the texts.
     structs = pl.select(pl.struct(role=pl.lit("assistant"), content=pl.lit(text))).to_series() \
-        .to_arrow(compat_level=pl.CompatLevel.oldest())
+        .to_arrow(compat_level=pl.CompatLevel.newest())
     offsets = pl.int_range(len(text) + 1, dtype=pl.Int64, eager=True).to_arrow()
     return pl.from_arrow(pa.LargeListArray.from_arrays(offsets, structs))
 
@@ -636,7 +639,9 @@ def materialize(kind: str, df: pl.DataFrame, texts: pl.DataFrame, take=None):
         texts["ts"].gather(df["meta_row"]) if name == "ts" else got["meta_row"][name] for name in META_NAMES[1:]]
     out = pl.DataFrame(head + [s.alias(n) for s, n in zip(metadata, META_NAMES)])
     schema = arrow_schema(kind)
-    return out.to_arrow(compat_level=pl.CompatLevel.oldest()).cast(schema)
+    # The texts are copied once, here: Polars hands over its string views, the cast lays them out as `datasets`
+    # reads them (an export to plain strings, then a cast of their offsets, would copy them twice).
+    return out.to_arrow(compat_level=pl.CompatLevel.newest()).cast(schema)
 
 
 def _gather_by_rows(texts: pl.DataFrame, df: pl.DataFrame, wants: dict[str, list[str]], take) -> dict:

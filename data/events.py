@@ -10,6 +10,7 @@ read. Large plain files are read as byte ranges by several processes.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import glob as globlib
 import gzip
@@ -456,51 +457,53 @@ def read_events(
     frames: list[pl.DataFrame] = []
     # One small integer per row instead of the file's name (the same for millions of rows).
     source = pl.Enum(files) if keys else pl.String
-    for path in files:
-        info = InputFile(path=path)
-        first = len(frames)
-        if workers > 1 and _splittable(path) and not path.endswith(".parquet"):
-            frames.extend(_read_parallel(path, max_line_bytes, workers, result, info, progress, fast, spill, keys))
-        else:
-            segment = spill.segment(numbers=True) if spill is not None else None
-            parser = _BlockParser(path, max_line_bytes, result, fast, keys)
-            if path.endswith(".parquet"):
-                blocks = _read_parquet(path, parser, info)
+    # A thread keeps the pages of the spill's files that the read maps back under a bound (TextSpill.paging).
+    with spill.paging() if spill is not None else contextlib.nullcontext():
+        for path in files:
+            info = InputFile(path=path)
+            first = len(frames)
+            if workers > 1 and _splittable(path) and not path.endswith(".parquet"):
+                frames.extend(_read_parallel(path, max_line_bytes, workers, result, info, progress, fast, spill, keys))
             else:
-                blocks = _read_lines(path, parser, info, progress)
-            if segment is None:
-                frames.extend(blocks)
-            else:
-                for df in blocks:
-                    segment.take(df)  # texts and numbers to files: the reader holds one block
-                segment.close()
-                numbers = spill.map_numbers(segment.numbers_files())
-                if numbers is not None:
-                    frames.append(numbers)
-        if keys:
-            frames[first:] = [df.with_columns(source=pl.lit(path, dtype=source)) for df in frames[first:]]
-        # Hashed after it was parsed (from the page cache), on a thread: it overlaps the next file and the
-        # build's rules, which leave a core free, rather than the parse, which keeps both busy.
-        info.digest = _start_hash(path) if hash_inputs else ""
-        result.lines_read += info.lines
-        result.inputs.append(info)
-    if frames:
-        events = pl.concat(frames, how="vertical", rechunk=False)
-        del frames
-        # One contiguous buffer per column: the build gathers rows by number, ~10x slower over many chunks.
-        # Column by column, so only one column is ever held twice. With a spill, the other columns (times, line
-        # numbers, keys, types, values, files) go to disk too and are mapped back: nothing of an event stays in
-        # memory.
-        for name in events.columns:
+                segment = spill.segment(numbers=True) if spill is not None else None
+                parser = _BlockParser(path, max_line_bytes, result, fast, keys)
+                if path.endswith(".parquet"):
+                    blocks = _read_parquet(path, parser, info)
+                else:
+                    blocks = _read_lines(path, parser, info, progress)
+                if segment is None:
+                    frames.extend(blocks)
+                else:
+                    for df in blocks:
+                        segment.take(df)  # texts and numbers to files: the reader holds one block
+                    segment.close()
+                    numbers = spill.map_numbers(segment.numbers_files())
+                    if numbers is not None:
+                        frames.append(numbers)
+            if keys:
+                frames[first:] = [df.with_columns(source=pl.lit(path, dtype=source)) for df in frames[first:]]
+            # Hashed after it was parsed (from the page cache), on a thread: it overlaps the next file and the
+            # build's rules, which leave a core free, rather than the parse, which keeps both busy.
+            info.digest = _start_hash(path) if hash_inputs else ""
+            result.lines_read += info.lines
+            result.inputs.append(info)
+        if frames:
+            events = pl.concat(frames, how="vertical", rechunk=False)
+            del frames
+            # One contiguous buffer per column: the build gathers rows by number, ~10x slower over many chunks.
+            # Column by column, so only one column is ever held twice. With a spill, the other columns (times, line
+            # numbers, keys, types, values, files) go to disk too and are mapped back: nothing of an event stays in
+            # memory.
+            for name in events.columns:
+                if spill is not None:
+                    events = spill.hold(events, [name])
+                    spill.release_over(WINDOW_RELEASE_BYTES)  # the pages of the ranges' files this column was read from
+                else:
+                    events = events.with_columns(events.get_column(name).rechunk())
             if spill is not None:
-                events = spill.hold(events, [name])
-                spill.release_over(WINDOW_RELEASE_BYTES)  # the pages of the ranges' files this column was read from
-            else:
-                events = events.with_columns(events.get_column(name).rechunk())
-        if spill is not None:
-            events = pl.concat([events, spill.open(len(events))], how="horizontal")
-        events = events.select(EVENT_COLUMNS + (KEY_COLUMNS if keys else []))
-        result.events = events
+                events = pl.concat([events, spill.open(len(events))], how="horizontal")
+            events = events.select(EVENT_COLUMNS + (KEY_COLUMNS if keys else []))
+            result.events = events
     result.texts = spill
     return result
 

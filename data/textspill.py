@@ -13,8 +13,10 @@ count in the process's RSS once touched, so the steps that read texts gather the
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
+import threading
 from itertools import accumulate
 from pathlib import Path
 
@@ -33,6 +35,10 @@ RELEASE_BYTES = 192 << 20
 # The mapped pages a gather lets pile up before handing them back (a page read maps its neighbours too: 64 KB of
 # the file for each row a random gather touches).
 WINDOW_RELEASE_BYTES = 96 << 20
+# The pager (`TextSpill.paging`) keeps the file pages in memory (shared libraries included, ~70 MB) under this,
+# looking every PAGER_EVERY_S.
+PAGER_BYTES = 128 << 20
+PAGER_EVERY_S = 0.01
 _VIEWS = pl.CompatLevel.newest()
 
 
@@ -214,13 +220,41 @@ class TextSpill:
         """Hand the mapped pages back to the page cache (they are read again from it when touched)."""
         if not hasattr(mmap, "MADV_DONTNEED"):
             return
-        for mapped in self.maps:
-            mapped.madvise(mmap.MADV_DONTNEED)
+        for mapped in list(self.maps):  # the pager thread's copy: a step may map a file meanwhile
+            try:
+                mapped.madvise(mmap.MADV_DONTNEED)
+            except ValueError:  # closed
+                pass
 
     def release_over(self, limit: int = RELEASE_BYTES) -> None:
         """`release()` once the mapped pages in memory exceed `limit` bytes (all of them where that is unknown)."""
         if _file_rss() > limit:
             self.release()
+
+    @contextlib.contextmanager
+    def paging(self, limit: int = PAGER_BYTES, every_s: float = PAGER_EVERY_S):
+        """While inside, a thread hands the mapped pages back whenever more than `limit` bytes of file pages are
+        resident (checked every `every_s`). A step that gathers rows at random from a mapped column touches pages
+        all over it within one Polars call, before any step boundary could hand them back: without this, the
+        resident pages of such a step grow with the column, that is with the log. Handing back is safe at any
+        moment: the maps are read-only, a page touched again is read from the page cache."""
+        if not hasattr(mmap, "MADV_DONTNEED"):
+            yield
+            return
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.wait(every_s):
+                if _file_rss() > limit:
+                    self.release()
+
+        thread = threading.Thread(target=watch, name="flywheel-pager", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
 
 class BatchFile:
