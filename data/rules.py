@@ -187,8 +187,8 @@ OWNER_SLICE_ROWS = 1_000_000
 def by_owner(events: pl.DataFrame, column: str, fn) -> list:
     """fn(slice of the table, `column` of each of its rows' owners) over the table slice by slice (see
     `link_events`), so that the owners' values are never gathered for the whole table at once."""
-    values = events[column]
-    return [fn(part, values.gather(part["owner_row"]))
+    values = events.select(column)
+    return [fn(part, gather_in_windows(values, part["owner_row"]).to_series())
             for part in (events.slice(start, OWNER_SLICE_ROWS)
                          for start in range(0, max(len(events), 1), OWNER_SLICE_ROWS))]  # an empty table: one slice
 
@@ -388,23 +388,50 @@ def attach(examples: pl.DataFrame, features: pl.DataFrame, kind: str) -> pl.Data
     """Give each example the per-row features (prompt key and size, text key and size) it needs for filtering,
     by gathering from the per-event table (no text is copied). Its ids and time stay in the event table: the
     steps that need them gather them by `meta_row` (`meta_of`)."""
-    idx = {c: examples[c] for c in ("prompt_row", "text_row")}
-    cols = [
-        features["pk"].gather(idx["prompt_row"]).alias("_pk"),
-        features["plen"].gather(idx["prompt_row"]).alias("_plen"),
-        features["tk"].gather(idx["text_row"]).alias("_tk"),
-        features["tlen"].gather(idx["text_row"]).alias("_tlen"),
-        features["tblank"].gather(idx["text_row"]).alias("_tblank"),
-    ]
+    prompt = gather_in_windows(features.select(_pk="pk", _plen="plen"), examples["prompt_row"])
+    text = gather_in_windows(features.select(_tk="tk", _tlen="tlen", _tblank="tblank"), examples["text_row"])
+    cols = prompt.get_columns() + text.get_columns()
     if kind == "dpo":
-        rej = examples["rejected_row"]
-        cols += [features["tk"].gather(rej).alias("_rk"), features["tlen"].gather(rej).alias("_rlen"),
-                 features["tblank"].gather(rej).alias("_rblank")]
+        rejected = gather_in_windows(features.select(_rk="tk", _rlen="tlen", _rblank="tblank"),
+                                     examples["rejected_row"])
+        cols += rejected.get_columns()
     return examples.with_columns(cols).with_columns(drop=pl.lit(None, DROP_REASON))
 
 
 def meta_of(events: pl.DataFrame, examples: pl.DataFrame, *columns: str) -> list[pl.Series]:
     """Columns of the examples' `meta_row` events (kept once, in the event table, rather than in every example
     table: 40 bytes an example)."""
-    rows = examples["meta_row"]
-    return [events[c].gather(rows) for c in columns]
+    return gather_in_windows(events.select(columns), examples["meta_row"]).get_columns()
+
+
+# The event table's columns are mapped from disk (data.textspill). A gather at random rows maps the pages around
+# every row it reads (the kernel maps 64 KB at each fault), so one gather over a whole column maps all of it at
+# once: as much as the log, before anything can hand the pages back. Gathered a window of this many of the
+# column's rows at a time (8 MB of an 8-byte column), what is mapped at once is a window's, which the build's
+# pager hands back.
+GATHER_WINDOW_ROWS = 1 << 20
+
+
+def gather_in_windows(columns: pl.DataFrame, rows: pl.Series) -> pl.DataFrame:
+    """`columns.select(pl.all().gather(rows))`, reading one window of GATHER_WINDOW_ROWS rows of the columns at
+    a time, in row order."""
+    n = len(columns)
+    if n <= GATHER_WINDOW_ROWS or len(rows) < 2:
+        return columns.select(pl.all().gather(rows))
+    if rows.null_count():  # a null row gives nulls
+        missing = rows.is_null()
+        return gather_in_windows(columns, rows.fill_null(0)).select(
+            pl.when(pl.lit(missing)).then(None).otherwise(pl.col(c)).alias(c) for c in columns.columns)
+    rows = rows.cast(pl.UInt32)
+    order = rows.arg_sort()
+    in_order = rows.gather(order)
+    ends = in_order.search_sorted(pl.Series(range(GATHER_WINDOW_ROWS, n, GATHER_WINDOW_ROWS), dtype=pl.UInt32),
+                                  side="left").to_list() + [len(rows)]
+    pieces, at = [], 0
+    for window, end in enumerate(ends):
+        if end > at:
+            start = window * GATHER_WINDOW_ROWS
+            pieces.append(columns.slice(start, GATHER_WINDOW_ROWS)
+                          .select(pl.all().gather(in_order.slice(at, end - at) - start)))
+        at = end
+    return pl.concat(pieces).select(pl.all().gather(order.arg_sort()))

@@ -11,7 +11,7 @@ duplicates, quarantined, redactions), the datasets' rows (as sets: the order of 
 the quarantine and the orphans; or both must fail. For refactors of `data/` that should change no result.
 `--collide` makes every id of one length share a key in this tree, so each build goes through the re-keying.
 `--piece-rows 5` links this tree's events in many passes, builds its turns in many small buckets and writes each
-split in many small ranges.
+split in many small ranges, and gathers the event columns in small windows.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def main() -> int:
 
         for name in ("LINK_PART_ROWS", "TURN_BUCKET_ROWS", "WRITE_RANGE_ROWS", "SCAN_ROWS"):
             setattr(data.build, name, args.piece_rows)
-        data.rules.OWNER_SLICE_ROWS = args.piece_rows
+        data.rules.OWNER_SLICE_ROWS = data.rules.GATHER_WINDOW_ROWS = args.piece_rows
         import data.filters
 
         data.filters.KEY_PART_ROWS = args.piece_rows

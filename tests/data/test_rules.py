@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import polars as pl
 import pytest
 
 from tests.data.conftest import SYSTEM, Log, rows
@@ -427,3 +428,23 @@ def test_a_second_generation_with_a_known_id_is_set_aside(log, build, link_passe
     assert sft["messages"][1:] == [{"role": "user", "content": "How do I export my invoices?"},
                                    {"role": "assistant", "content": A}]
     assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in rows(out, "dpo")] == [(A, B)]
+
+
+def test_a_gather_in_windows_equals_a_plain_gather(monkeypatch):
+    """Rows in any order, repeated, null, across every window and none; the columns' dtypes kept."""
+    import random
+
+    from polars.testing import assert_frame_equal
+
+    from data import rules
+
+    monkeypatch.setattr(rules, "GATHER_WINDOW_ROWS", 7)
+    rng = random.Random(0)
+    for n in (0, 1, 7, 8, 50, 200):
+        table = pl.DataFrame({"a": pl.int_range(n, eager=True), "b": [str(i) if i % 3 else None for i in range(n)],
+                              "e": pl.Series([["x", "y"][i % 2] for i in range(n)], dtype=pl.Enum(["x", "y"]))})
+        for _ in range(30):
+            m = rng.randrange(3 * n + 2)
+            rows = pl.Series([rng.randrange(n) if n and rng.random() > 0.1 else None for _ in range(m)],
+                             dtype=pl.UInt32)
+            assert_frame_equal(rules.gather_in_windows(table, rows), table.select(pl.all().gather(rows)))
