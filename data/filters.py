@@ -10,7 +10,7 @@ from typing import Callable
 import polars as pl
 
 from data.config import BuildConfig
-from data.rules import DROP_REASON, flags, key_parts, meta_of, rows_sharing
+from data.rules import DROP_REASON, flags, in_key_part, meta_of, rows_sharing
 
 
 def mark(df: pl.DataFrame, mask: pl.Expr, reason: str) -> pl.DataFrame:
@@ -25,7 +25,7 @@ def _mark_rows(df: pl.DataFrame, positions: pl.Series, reason: str) -> pl.DataFr
 
 # The filters that compare examples by prompt key look at the examples of one part of the prompt keys at a time,
 # about this many examples each: what they hold does not grow with the table.
-KEY_PART_ROWS = 500_000
+KEY_PART_ROWS = 250_000
 
 
 def _by_prompt_part(df: pl.DataFrame, fn: Callable[[pl.Expr], pl.Series]) -> pl.Series:
@@ -34,8 +34,7 @@ def _by_prompt_part(df: pl.DataFrame, fn: Callable[[pl.Expr], pl.Series]) -> pl.
     parts = max(1, -(-len(df) // KEY_PART_ROWS))
     if parts == 1:
         return fn(pl.lit(True))
-    part = key_parts(df["_pk"], parts)
-    found = [fn(pl.lit(part == p)) for p in range(parts)]
+    found = [fn(pl.lit(in_key_part(df["_pk"], parts, p))) for p in range(parts)]
     return pl.concat(found)
 
 
@@ -94,7 +93,7 @@ def empty_outputs(df: pl.DataFrame, kind: str) -> pl.DataFrame:
 
 
 # Filters that read texts do it this many examples at a time: only one slice of texts is ever held in memory.
-TEXT_SLICE_ROWS = 50_000
+TEXT_SLICE_ROWS = 25_000
 
 
 def _in_slices(live: pl.DataFrame, fn: Callable[[pl.DataFrame], pl.Series]) -> pl.Series:
@@ -233,12 +232,17 @@ def regeneration_cap(df: pl.DataFrame, cap: int, events: pl.DataFrame) -> pl.Dat
     """At most `cap` regeneration pairs per turn: pairs over the final answer first, latest regeneration first."""
     if cap <= 0:
         return df
-    ranked = df.lazy().with_row_index("_i").filter(_alive() & pl.col("_rank").is_not_null()) \
-        .select("_i", "_rank", "meta_row", "text_row").collect()
-    ranked = ranked.with_columns(meta_of(events, ranked, "request_key", "generation_key")) \
-        .sort("_rank", *ORDER[2:])
-    over = ranked.filter(pl.int_range(pl.len()).over("request_key") >= cap)["_i"]
-    return _mark_rows(df, over, "regeneration_cap")
+
+    def over_cap(part: pl.Expr) -> pl.Series:
+        # The regeneration pairs of a turn share its final answer's prompt (`prompt_row`), so one part of the
+        # prompt keys holds all of them.
+        ranked = df.lazy().with_row_index("_i").filter(_alive() & pl.col("_rank").is_not_null() & part) \
+            .select("_i", "_rank", "meta_row", "text_row").collect()
+        ranked = ranked.with_columns(meta_of(events, ranked, "request_key", "generation_key")) \
+            .sort("_rank", *ORDER[2:])
+        return ranked.filter(pl.int_range(pl.len()).over("request_key") >= cap)["_i"]
+
+    return _mark_rows(df, _by_prompt_part(df, over_cap), "regeneration_cap")
 
 
 def apply_filters(tables: dict[str, pl.DataFrame], events: pl.DataFrame, cfg: BuildConfig,

@@ -72,10 +72,10 @@ def dedupe_events(events: pl.DataFrame, rows_of=None, parts: int = 1,
     if by != "event_key" or parts == 1:
         rows = rows_sharing(events.select("row", by), [by])["row"].sort()
     else:
-        part = key_parts(events[by], parts)
         found = []
         for p in range(parts):
-            found.append(rows_sharing(events.select("row", by).filter(part == p), [by])["row"])
+            rows = events.select("row", by).filter(in_key_part(events[by], parts, p))
+            found.append(rows_sharing(rows, [by])["row"])
             release()
         rows = pl.concat(found).sort()
     dups = rows_of(events, rows) if rows_of is not None else events.filter(pl.col("row").is_in(rows.implode()))
@@ -90,10 +90,10 @@ def dedupe_events(events: pl.DataFrame, rows_of=None, parts: int = 1,
     return repeated, conflicting
 
 
-def key_parts(keys: pl.Series, parts: int, slice_rows: int = 1_000_000) -> pl.Series:
-    """Which of `parts` parts each 64-bit key falls in (a null key: part 0), computed a slice at a time (the
-    remainders of a whole column would be a column as long as it)."""
-    return pl.concat([(keys.slice(start, slice_rows) % parts).fill_null(0).cast(pl.UInt16)
+def in_key_part(keys: pl.Series, parts: int, part: int, slice_rows: int = 1_000_000) -> pl.Series:
+    """Whether each 64-bit key falls in part `part` of `parts` (key modulo parts; a null key: part 0), as a mask
+    (a bit a row), computed a slice at a time: the remainders of a whole column would be a column as long as it."""
+    return pl.concat([((keys.slice(start, slice_rows) % parts).fill_null(0) == part)
                       for start in range(0, max(len(keys), 1), slice_rows)])
 
 
@@ -126,7 +126,6 @@ def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = Non
     owner = events.select(pl.when(pl.lit(on_gen | on_req)).then(None).otherwise(pl.col("row")).cast(pl.UInt32)) \
         .to_series()
 
-    part_of = {key: key_parts(events[key], parts) for key in ("generation_key", "request_key")}
 
     def link(rows: pl.Series, key: str, found: pl.DataFrame) -> None:  # owner of the feedback `rows` by `key`
         asks = events.select("row", key).filter(rows)
@@ -138,7 +137,7 @@ def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = Non
     # (the first, by time then row, keeps it).
     second = []
     for p in range(parts):
-        part = part_of["generation_key"] == p
+        part = in_key_part(events["generation_key"], parts, p)
         gens = events.select("row", "ts", "generation_key").filter(is_gen & part)
         reused = rows_sharing(gens, ["generation_key"]).sort("ts", "row")
         later = reused.filter(~pl.col("generation_key").is_first_distinct())["row"]
@@ -157,7 +156,7 @@ def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = Non
     # request's first generation's owner.
     bad = []
     for p in range(parts):
-        part = part_of["request_key"] == p
+        part = in_key_part(events["request_key"], parts, p)
         gens = events.select("row", "request_key", "user_key", "session_key").filter(is_gen & part)
         by_req = gens.group_by("request_key").agg(
             pl.col("row").min().alias("owner"),
@@ -173,8 +172,12 @@ def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = Non
     alive = ~orphan & ~out
     if len(bad):
         # A generation, the feedback on it and its request's rephrase or abandon: all in the turn.
-        turn = events["request_key"].gather(owner)
-        inconsistent = (turn.is_in(bad.implode()).fill_null(False) & (type_ != "forget")) & alive
+        # The request of each row's owner, a slice of the table at a time (as `by_owner` does).
+        bad = bad.implode()
+        keys = events.select("request_key")
+        in_bad = pl.concat([gather_in_windows(keys, owner.slice(start, OWNER_SLICE_ROWS)).to_series().is_in(bad)
+                            .fill_null(False) for start in range(0, max(n, 1), OWNER_SLICE_ROWS)])
+        inconsistent = in_bad & (type_ != "forget") & alive
         drops.add(events["row"].filter(inconsistent), "inconsistent_request")
         alive = alive & ~inconsistent
     return events.with_columns(owner.alias("owner_row")), alive, orphans
