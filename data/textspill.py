@@ -135,14 +135,42 @@ class TextSpill:
         written twice (a mapped file must not change under its map): a second hold of a name gets a new file."""
         mapped = []
         for name in frame.columns if columns is None else columns:
-            path = self.folder / f"{prefix}-{name}.arrow"
+            column = frame.get_column(name)
+            raw = _FIXED_WIDTH.get(column.dtype) is not None and len(column) > 0
+            path = self.folder / f"{prefix}-{name}.{'raw' if raw else 'arrow'}"
             if path.exists():
-                path = self.folder / f"{prefix}-{name}-{len(self.maps)}.arrow"
+                path = path.with_name(f"{prefix}-{name}-{len(self.maps)}{path.suffix}")
+            if raw:
+                mapped.append(self._hold_fixed_width(column, path))
+                continue
             # One record batch (Polars writes batches of 128k rows by default): a frame whose columns' chunks
             # differ is copied into memory by Polars' eager select to align them.
-            frame.get_column(name).rechunk().to_frame().write_ipc(path, record_batch_size=max(1, len(frame)))
+            column.rechunk().to_frame().write_ipc(path, record_batch_size=max(1, len(frame)))
             mapped.append(self._map(path).to_series())
         return frame.with_columns(mapped)
+
+    def _hold_fixed_width(self, column: pl.Series, path: Path) -> pl.Series:
+        """A column of numbers as one chunk over a map of a raw file of its values, written chunk by chunk: unlike
+        an Arrow file of one record batch, it needs no copy of the whole column in memory first (8 bytes an
+        event for a key or a time). The validity (a bit a row) stays in memory."""
+        import pyarrow as pa
+
+        width = _FIXED_WIDTH[column.dtype]
+        with open(path, "wb") as f:
+            for chunk in column.get_chunks():
+                values = chunk.to_arrow()
+                data = memoryview(values.buffers()[1]).cast("B")
+                f.write(data[values.offset * width:(values.offset + len(values)) * width])
+        with open(path, "rb") as f:
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self.maps.append(mapped)
+        validity = None
+        if column.null_count():
+            valid = column.is_not_null().rechunk().to_arrow()
+            validity = valid.buffers()[1] if valid.offset == 0 else pa.array(valid.to_pylist()).buffers()[1]
+        values = pa.Array.from_buffers(_arrow_type(column.dtype), len(column),
+                                       [validity, pa.py_buffer(mapped)], null_count=column.null_count())
+        return pl.from_arrow(values).alias(column.name)
 
     def hold_batches(self, name: str, parts) -> pl.DataFrame:
         """Frames of the same columns (an iterable, each consumed before the next is made) written to one file, a
@@ -273,6 +301,19 @@ class BatchFile:
 
     def frame(self) -> pl.DataFrame:
         return pl.concat(self.parts, rechunk=False)
+
+
+# Number columns held as raw files (`TextSpill.hold`): bytes a value.
+_FIXED_WIDTH = {pl.Int8: 1, pl.Int16: 2, pl.Int32: 4, pl.Int64: 8, pl.UInt8: 1, pl.UInt16: 2, pl.UInt32: 4,
+                pl.UInt64: 8, pl.Float32: 4, pl.Float64: 8}
+
+
+def _arrow_type(dtype):
+    import pyarrow as pa
+
+    return {pl.Int8: pa.int8(), pl.Int16: pa.int16(), pl.Int32: pa.int32(), pl.Int64: pa.int64(),
+            pl.UInt8: pa.uint8(), pl.UInt16: pa.uint16(), pl.UInt32: pa.uint32(), pl.UInt64: pa.uint64(),
+            pl.Float32: pa.float32(), pl.Float64: pa.float64()}[dtype]
 
 
 def _file_rss() -> int:
