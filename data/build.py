@@ -314,9 +314,9 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
                 tables[k].write(t)
             release()
         # Written once, read by every later step: mapped from disk like the events. The filters and the split add
-        # a byte an example (`drop`, `split`) in memory. A column a file, in one chunk (copied out column by
-        # column): the columns those steps add have one chunk, and Polars copies a table whose columns' chunks
-        # differ into memory to align them.
+        # a byte an example (`drop`, `split`), held on disk after the split. A column a file, in one chunk: the
+        # columns those steps add have one chunk, and Polars copies a table whose columns' chunks differ into
+        # memory to align them.
         tables = {k: _one_chunk(state, t.frame(), k) for k, t in tables.items()}
         del features, turns
     with _timed(state, "filters"):
@@ -325,6 +325,8 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
         from data.split import assign_split
 
         tables = assign_split(tables, cfg, full, _take(state), release=_window_release(state))
+        # The labels the filters and the split added (a byte an example each) wait for the write on disk too.
+        tables = {k: _one_chunk(state, t, k, ["drop", "split"]) for k, t in tables.items()}
     check_keys()
     # The filters' columns go (memory per example); the write orders the examples by their keys in the events.
     return {kind: t.drop(c for c in t.columns if c in FILTER_ONLY_COLUMNS) for kind, t in tables.items()}
@@ -341,8 +343,10 @@ def _collector(state: BuildState, name: str):
     return state.read.texts.batches(name) if state.read.texts is not None else _InMemory()
 
 
-def _one_chunk(state: BuildState, table: pl.DataFrame, name: str) -> pl.DataFrame:
-    return state.read.texts.hold(table, prefix=name) if state.read.texts is not None else table.rechunk()
+def _one_chunk(state: BuildState, table: pl.DataFrame, name: str, columns: list[str] | None = None) -> pl.DataFrame:
+    if state.read.texts is not None:
+        return state.read.texts.hold(table, columns, prefix=name)
+    return table.with_columns(table.select(columns or table.columns).rechunk())
 
 
 class _InMemory:

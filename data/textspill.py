@@ -161,16 +161,24 @@ class TextSpill:
                 values = chunk.to_arrow()
                 data = memoryview(values.buffers()[1]).cast("B")
                 f.write(data[values.offset * width:(values.offset + len(values)) * width])
+        validity = None
+        if column.null_count():  # the validity bits (made in memory, an eighth of a byte a row) to a file too
+            valid = column.is_not_null().rechunk().to_arrow()
+            bits = valid.buffers()[1] if valid.offset == 0 else pa.array(valid.to_pylist()).buffers()[1]
+            bits_path = path.with_suffix(".valid")
+            with open(bits_path, "wb") as f:
+                f.write(bits)
+            del valid, bits
+            validity = pa.py_buffer(self._map_raw(bits_path))
+        values = pa.Array.from_buffers(_arrow_type(column.dtype), len(column),
+                                       [validity, pa.py_buffer(self._map_raw(path))], null_count=column.null_count())
+        return pl.from_arrow(values).alias(column.name)
+
+    def _map_raw(self, path: Path) -> mmap.mmap:
         with open(path, "rb") as f:
             mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         self.maps.append(mapped)
-        validity = None
-        if column.null_count():
-            valid = column.is_not_null().rechunk().to_arrow()
-            validity = valid.buffers()[1] if valid.offset == 0 else pa.array(valid.to_pylist()).buffers()[1]
-        values = pa.Array.from_buffers(_arrow_type(column.dtype), len(column),
-                                       [validity, pa.py_buffer(mapped)], null_count=column.null_count())
-        return pl.from_arrow(values).alias(column.name)
+        return mapped
 
     def hold_batches(self, name: str, parts) -> pl.DataFrame:
         """Frames of the same columns (an iterable, each consumed before the next is made) written to one file, a

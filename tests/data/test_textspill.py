@@ -130,19 +130,25 @@ def test_the_keyed_table_is_all_mapped_from_disk(tmp_path):
     for key, name in ev.KEYED_IDS.items():
         assert_series_equal(events[key], events.select(ev.id_key(name)).to_series(), check_names=False)
         assert events[key].null_count() == events[name].null_count()
-    held = {p.name.removeprefix("column-").rsplit(".", 1)[0]: p for p in tmp_path.glob("column-*")}
+    held = {p.name.removeprefix("column-").rsplit(".", 1)[0]: p for p in tmp_path.glob("column-*")
+            if p.suffix != ".valid"}
     assert sorted(held) == sorted(numbers)
     assert {p.suffix for p in held.values()} == {".arrow", ".raw"}  # the Enums in Arrow, the numbers raw
     for name, file in held.items():
         assert events[name].n_chunks() == 1
         if file.suffix == ".arrow":
             assert_series_equal(events[name], pl.read_ipc(file).to_series())
-        else:  # the values, a fixed width each (a null's slot holds anything: the validity bits are in memory)
+        else:  # the values, a fixed width each (a null's slot holds anything), and the validity bits beside them
             import numpy as np
 
             column = events[name]
             values = pl.Series(name, np.fromfile(file, dtype=column.fill_null(0).to_numpy().dtype))
             assert_series_equal(values.filter(column.is_not_null()), column.drop_nulls())
+            bits = file.with_suffix(".valid")
+            assert bits.exists() == (column.null_count() > 0)
+            if bits.exists():
+                valid = np.unpackbits(np.fromfile(bits, dtype=np.uint8), bitorder="little")[:len(column)]
+                assert_series_equal(pl.Series(name, valid.astype(bool)), column.is_not_null())
 
 
 def test_gather_batch_by_batch_equals_a_plain_gather(tmp_path, monkeypatch):
