@@ -169,7 +169,14 @@ def run_build(log: Path, out: Path, extra: list[str], fast_read: bool = True, tr
         f"m = build_datasets([{str(log)!r}], {str(out)!r}, **json.loads(sys.argv[1]))\n"
         "wall = time.perf_counter() - t\n"
         "me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)\n"
-        "rss = max(me.ru_maxrss, kids.ru_maxrss) / 1024\n"
+        # Linux folds the spawning process's high-water mark into ru_maxrss at exec: after the parse floor, the
+        # parent's (DuckDB's table of the whole log) would be reported as the build's. VmHWM is this process's own.
+        "try:\n"
+        "    with open('/proc/self/status') as f:\n"
+        "        own = [int(l.split()[1]) for l in f if l.startswith('VmHWM')][0]\n"
+        "except (OSError, IndexError):\n"
+        "    own = me.ru_maxrss\n"
+        "rss = max(own, kids.ru_maxrss) / 1024\n"
         "cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime\n"
         "print(json.dumps({'wall_s': wall, 'cpu_s': cpu, 'peak_rss_mb': rss, 'peak_anon_mb': anon[0] / 1024,"
         " 'examples': m['examples'],"
