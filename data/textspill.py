@@ -8,7 +8,8 @@ therefore appends each block's `SPILLED_COLUMNS` to an Arrow IPC file (one per i
 step. Once the read is done, the 8-byte columns (keys, times, line numbers) follow them (`TextSpill.hold`): what
 stays in the process's own memory is a byte or two of an event (type, rating, file). Pages of a mapped file
 count in the process's RSS once touched, so the steps that read texts gather them one record batch at a time
-(`TextSpill.gather`) and hand the pages back as they go: they stay in the page cache, which the kernel may evict.
+(`TextSpill.gather`) and hand the pages back as they go, and a thread (`TextSpill.paging`) hands back whatever the
+steps have mapped beyond a bound: the pages stay in the page cache, which the kernel may evict.
 """
 
 from __future__ import annotations
