@@ -126,7 +126,6 @@ def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = Non
     owner = events.select(pl.when(pl.lit(on_gen | on_req)).then(None).otherwise(pl.col("row")).cast(pl.UInt32)) \
         .to_series()
 
-
     def link(rows: pl.Series, key: str, found: pl.DataFrame) -> None:  # owner of the feedback `rows` by `key`
         asks = events.select("row", key).filter(rows)
         hit = asks.join(found, on=key, how="inner")

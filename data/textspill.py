@@ -153,12 +153,14 @@ class TextSpill:
     def _hold_fixed_width(self, column: pl.Series, path: Path) -> pl.Series:
         """A column of numbers as one chunk over a map of a raw file of its values, written chunk by chunk: unlike
         an Arrow file of one record batch, it needs no copy of the whole column in memory first (8 bytes an
-        event for a key or a time). The validity (a bit a row) stays in memory."""
+        event for a key or a time). Its validity bits, if it has nulls, go to a file beside it."""
         import pyarrow as pa
 
         width = _FIXED_WIDTH[column.dtype]
         with open(path, "wb") as f:
             for chunk in column.get_chunks():
+                if len(chunk) == 0:
+                    continue
                 values = chunk.to_arrow()
                 data = memoryview(values.buffers()[1]).cast("B")
                 f.write(data[values.offset * width:(values.offset + len(values)) * width])

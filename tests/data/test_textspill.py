@@ -180,6 +180,14 @@ def test_held_columns_come_back_in_one_chunk(tmp_path):
     for start in range(0, n, 100_000):
         built.write(frame.slice(start, 100_000))
     assert_frame_equal(built.frame(), frame)
+    # Number columns are raw files written chunk by chunk: empty chunks, nulls only, slices, no rows.
+    empty = pl.Series("c", [], dtype=pl.UInt64)
+    for column in (pl.concat([empty, pl.Series("c", [None, None], dtype=pl.UInt64), empty], rechunk=False),
+                   pl.Series("c", [None] * 5, dtype=pl.Int8), pl.Series("c", [], dtype=pl.UInt32),
+                   pl.concat([pl.Series("c", [1, None, 3]), pl.Series("c", [4, 5, None])], rechunk=False).slice(1, 4)):
+        held = spill.hold(column.to_frame())
+        assert held["c"].n_chunks() == 1
+        assert_frame_equal(held, column.to_frame())
 
 
 def test_the_pager_keeps_mapped_pages_under_its_bound_and_the_data_intact(tmp_path):
