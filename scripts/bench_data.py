@@ -143,7 +143,15 @@ def parse_floor(path: Path) -> dict[str, float]:
     return out
 
 
-def run_build(log: Path, out: Path, extra: list[str], fast_read: bool = True, tree: Path | None = None) -> dict:
+def _constant(setting: str) -> tuple[str, str, str]:
+    """'data.textspill.PAGER_EVERY_S=0.001' -> (module, name, value as Python source)."""
+    target, value = setting.split("=", 1)
+    module, name = target.rsplit(".", 1)
+    return module, name, value
+
+
+def run_build(log: Path, out: Path, extra: list[str], fast_read: bool = True, tree: Path | None = None,
+              constants: list[str] = ()) -> dict:
     """The build in a child process: its own wall time and peak RSS. `fast_read=False`: every line through the
     per-line Python reader (the reference the fast path must match), for side-by-side comparisons. `tree`: run
     the build code of another checkout (e.g. `git worktree add /tmp/before <commit>`), for before/after."""
@@ -165,6 +173,9 @@ def run_build(log: Path, out: Path, extra: list[str], fast_read: bool = True, tr
         "threading.Thread(target=sample, daemon=True).start()\n"
         "t = time.perf_counter()\n"
         f"import data.events; data.events.FAST_PATH = data.events.FAST_PATH and {fast_read}\n"
+        "import importlib\n"
+        + "".join(f"setattr(importlib.import_module({module!r}), {name!r}, {value})\n"
+                  for module, name, value in map(_constant, constants)) +
         "from data.build import build_datasets\n"
         f"m = build_datasets([{str(log)!r}], {str(out)!r}, **json.loads(sys.argv[1]))\n"
         "wall = time.perf_counter() - t\n"
@@ -201,6 +212,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--reuse", action="store_true", help="reuse the generated log if present")
     ap.add_argument("--overrides", default="{}", help="BuildConfig overrides as JSON, e.g. '{\"redact\": [\"email\"]}'")
+    ap.add_argument("--set", action="append", default=[], metavar="MODULE.NAME=VALUE",
+                    help="set a module constant in the build process, e.g. data.textspill.PAGER_EVERY_S=0.001 "
+                    "(repeatable; with --sizes, this tree only)")
     ap.add_argument("--compare-python-read", action="store_true",
                     help="also build with the per-line Python reader (no msgspec fast path), in the same run")
     ap.add_argument("--sizes", help="comma-separated event counts: build each (fresh process each) and print peak "
@@ -223,7 +237,7 @@ def main() -> int:
         print(f"floor, parse only ({name}): {s:.2f} s")
     runs = [("build", True)] + ([("build, Python reader", False)] if args.compare_python_read else [])
     for name, fast in runs:
-        res = run_build(log, work / "build", [args.overrides], fast_read=fast)
+        res = run_build(log, work / "build", [args.overrides], fast_read=fast, constants=args.set)
         print(f"{name}: {res['wall_s']:.2f} s wall in-process ({res['process_wall_s']:.2f} s with interpreter start), "
               f"peak RSS {res['peak_rss_mb']:.0f} MB (largest process; anonymous memory of the build process "
               f"{res['peak_anon_mb']:.0f} MB, sampled), CPU {res['cpu_s']:.1f} s (all processes), "
@@ -246,7 +260,8 @@ def scaling(work: Path, sizes: list[int], args) -> int:
         if not (args.reuse and log.exists()):
             generate_log(log, n, args.seed)
         for name, tree in trees:
-            res = run_build(log, work / "build", [args.overrides], tree=tree)
+            res = run_build(log, work / "build", [args.overrides], tree=tree,
+                            constants=args.set if tree is None else ())
             rows.append((name, n, log.stat().st_size / 1e9, res))
             print(f"{name:9s} {n:>9,} events ({log.stat().st_size / 1e9:.2f} GB): {res['wall_s']:6.2f} s wall, "
                   f"peak RSS {res['peak_rss_mb']:6.0f} MB (anonymous {res['peak_anon_mb']:.0f} MB), "
