@@ -39,7 +39,7 @@ WINDOW_RELEASE_BYTES = 96 << 20
 # The pager (`TextSpill.paging`) keeps the file pages in memory (shared libraries included, ~70 MB) under this,
 # looking every PAGER_EVERY_S.
 PAGER_BYTES = 128 << 20
-PAGER_EVERY_S = 0.002
+PAGER_EVERY_S = 0.01
 _VIEWS = pl.CompatLevel.newest()
 
 
