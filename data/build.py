@@ -346,7 +346,7 @@ def _collector(state: BuildState, name: str):
 def _one_chunk(state: BuildState, table: pl.DataFrame, name: str, columns: list[str] | None = None) -> pl.DataFrame:
     if state.read.texts is not None:
         return state.read.texts.hold(table, columns, prefix=name)
-    return table.with_columns(table.select(columns or table.columns).rechunk())
+    return table.rechunk() if columns is None else table.with_columns(table[c].rechunk() for c in columns)
 
 
 class _InMemory:
