@@ -137,7 +137,7 @@ class TextSpill:
         mapped = []
         for name in frame.columns if columns is None else columns:
             column = frame.get_column(name)
-            raw = _FIXED_WIDTH.get(column.dtype) is not None and len(column) > 0
+            raw = (column.dtype.is_integer() or column.dtype.is_float()) and len(column) > 0
             path = self.folder / f"{prefix}-{name}.{'raw' if raw else 'arrow'}"
             if path.exists():
                 path = path.with_name(f"{prefix}-{name}-{len(self.maps)}{path.suffix}")
@@ -156,7 +156,8 @@ class TextSpill:
         event for a key or a time). Its validity bits, if it has nulls, go to a file beside it."""
         import pyarrow as pa
 
-        width = _FIXED_WIDTH[column.dtype]
+        arrow_type = pl.Series(dtype=column.dtype).to_arrow().type
+        width = arrow_type.bit_width // 8
         with open(path, "wb") as f:
             for chunk in column.get_chunks():
                 if len(chunk) == 0:
@@ -173,7 +174,7 @@ class TextSpill:
                 f.write(bits)
             del valid, bits
             validity = pa.py_buffer(self._map_raw(bits_path))
-        values = pa.Array.from_buffers(_arrow_type(column.dtype), len(column),
+        values = pa.Array.from_buffers(arrow_type, len(column),
                                        [validity, pa.py_buffer(self._map_raw(path))], null_count=column.null_count())
         return pl.from_arrow(values).alias(column.name)
 
@@ -312,19 +313,6 @@ class BatchFile:
 
     def frame(self) -> pl.DataFrame:
         return pl.concat(self.parts, rechunk=False)
-
-
-# Number columns held as raw files (`TextSpill.hold`): bytes a value.
-_FIXED_WIDTH = {pl.Int8: 1, pl.Int16: 2, pl.Int32: 4, pl.Int64: 8, pl.UInt8: 1, pl.UInt16: 2, pl.UInt32: 4,
-                pl.UInt64: 8, pl.Float32: 4, pl.Float64: 8}
-
-
-def _arrow_type(dtype):
-    import pyarrow as pa
-
-    return {pl.Int8: pa.int8(), pl.Int16: pa.int16(), pl.Int32: pa.int32(), pl.Int64: pa.int64(),
-            pl.UInt8: pa.uint8(), pl.UInt16: pa.uint16(), pl.UInt32: pa.uint32(), pl.UInt64: pa.uint64(),
-            pl.Float32: pa.float32(), pl.Float64: pa.float64()}[dtype]
 
 
 def _file_rss() -> int:
