@@ -654,7 +654,7 @@ def materialize(kind: str, df: pl.DataFrame, texts: pl.DataFrame, take=None):
                 one_assistant_message(rejected).alias("rejected")]
     else:
         head = [prompt.alias("prompt"), one_assistant_message(text).alias("completion"), df["label"]]
-    ts = rules.meta_of(texts, df, "ts")[0]
+    ts = df["ts"] if "ts" in df.columns else rules.meta_of(texts, df, "ts")[0]
     metadata = [df["signal"].cast(pl.String)] + [
         ts if name == "ts" else got["meta_row"][name] for name in META_NAMES[1:]]
     out = pl.DataFrame(head + [s.alias(n) for s, n in zip(metadata, META_NAMES)])
@@ -723,36 +723,30 @@ def _in_write_order(kind: str, table: pl.DataFrame, split: str, state: BuildStat
       time, turn and generation ids (their keys), signal, text key; last, the event rows (rows equal in all the
       rest hold the same content).
     - KTO shuffled with a fixed seed, as KTO reads its rows in order: by a seeded hash of the generation's key.
-    The split is cut into ranges of the first of these keys (quantiles of a sample), each read from the table slice
-    by slice, sorted and written before the next: together the ranges are the whole split in order."""
+    The split's kept examples are first read once in table order, with the event values the order needs (and
+    the time, which the dataset carries), into a table on disk: read in write order instead, a KTO split would
+    gather them at random over the whole event table for every slice it writes. That table is then cut into
+    ranges of its first sort key (quantiles of a sample), each read slice by slice, sorted and written before
+    the next: together the ranges are the whole split in order."""
     needs = ["prompt_row", "text_row", "meta_row", "signal"] + {"dpo": ["rejected_row"], "kto": ["label"]}.get(kind, [])
-    seed = state.config.shuffle_seed
-    release = _window_release(state)
-
-    def first_key(part: pl.DataFrame) -> pl.Series:
-        if kind == "kto":
-            return rules.meta_of(state.texts, part, "generation_key")[0].hash(seed).alias("_first")
-        return rules.meta_of(state.texts, part, "ts")[0].alias("_first")
-
     order = ["_first", "meta_row"] if kind == "kto" else \
         ["_first", "request_key", "generation_key", "signal", "_tk", "meta_row", "text_row"]
     is_kept = pl.col("drop").is_null() & (pl.col("split") == split)
     n = int(table.select(is_kept.sum()).item())
     if n == 0:
         return
-    columns = list(dict.fromkeys(needs + ["_tk"]))
+    kept = _kept_with_order_keys(kind, split, table, is_kept, list(dict.fromkeys(needs + ["_tk"])), state)
+    release = _window_release(state)
 
-    def kept(with_first: bool):  # the split's kept examples, a slice of the table at a time
-        for start in range(0, len(table), SCAN_ROWS):
-            part = table.slice(start, SCAN_ROWS).lazy().filter(is_kept).select(columns).collect()
-            yield part.with_columns(first_key(part)) if with_first else part
+    def slices():
+        for start in range(0, len(kept), SCAN_ROWS):
+            yield kept.slice(start, SCAN_ROWS)
             release()
 
     bounds: list = []
     n_ranges = -(-n // WRITE_RANGE_ROWS)
     if n_ranges > 1:
-        step = max(1, n // 100_000)
-        sample = pl.concat([part["_first"].gather_every(step) for part in kept(True)]).sort(nulls_last=False)
+        sample = kept["_first"].gather_every(max(1, n // 100_000)).sort(nulls_last=False)
         bounds = sample.gather([len(sample) * i // n_ranges for i in range(1, n_ranges)]).unique().sort().to_list()
     written = 0
     for i in range(len(bounds) + 1):
@@ -761,14 +755,29 @@ def _in_write_order(kind: str, table: pl.DataFrame, split: str, state: BuildStat
         hi = (pl.col("_first") < bounds[i]) if i < len(bounds) else pl.lit(True)
         if i == 0:
             hi = hi | pl.col("_first").is_null()
-        part = pl.concat([p.filter(lo & hi) for p in kept(True)])
-        part = part.with_columns(rules.meta_of(state.texts, part, "request_key", "generation_key"))
-        release()
-        part = part.sort(order, nulls_last=False).select(needs)
+        part = pl.concat([p.filter(lo & hi) for p in slices()])
+        part = part.sort(order, nulls_last=False).select(needs + ["ts"])
         written += len(part)
         yield part
     if written != n:
         raise AccountingError(f"{kind}/{split}: {written} examples written of {n} kept (a bug in the builder)")
+
+
+def _kept_with_order_keys(kind: str, split: str, table: pl.DataFrame, is_kept: pl.Expr, columns: list[str],
+                          state: BuildState) -> pl.DataFrame:
+    """The kept examples' `columns`, their time, and their sort keys from the events (`_first`: the time, or for
+    KTO the seeded hash of the generation's key; SFT and DPO also order by the turn's and generation's keys), read
+    a slice of the table at a time in table order and held on disk."""
+    seed = state.config.shuffle_seed
+    meta = ["ts", "generation_key"] if kind == "kto" else ["ts", "request_key", "generation_key"]
+    out, release = _collector(state, f"{kind}-{split}-kept"), _window_release(state)
+    for start in range(0, len(table), SCAN_ROWS):
+        part = table.slice(start, SCAN_ROWS).lazy().filter(is_kept).select(columns).collect()
+        part = part.with_columns(rules.meta_of(state.texts, part, *meta))
+        first = pl.col("generation_key").hash(seed) if kind == "kto" else pl.col("ts")
+        out.write(part.with_columns(first.alias("_first")).drop("generation_key" if kind == "kto" else []))
+        release()
+    return out.frame()
 
 
 META_NAMES = ["signal", "request_id", "session_id", "user_id", "tenant", "tags", "ts", "generation_id",
@@ -851,29 +860,50 @@ def _example_drops(tables: dict[str, pl.DataFrame]) -> dict[str, dict[str, int]]
     return out
 
 
+# The distinct users and sessions of a split are counted over parts of the key space, each of at most this many
+# of the split's examples: what is held at once is a part's keys, not all of them.
+DISTINCT_PART_ROWS = 1_000_000
+
+
 def _split_summary(tables: dict[str, pl.DataFrame], cfg: BuildConfig, events: pl.DataFrame,
                    release=lambda: None) -> dict:
-    """The split's settings and its distinct users and sessions per side, a slice of the tables at a time (what
-    is held is the distinct keys)."""
-    distinct = {(split, unit): pl.Series(unit, [], pl.UInt64) for split in ("train", "test")
-                for unit in ("user_key", "session_key")}
-    kept_any = False
+    """The split's settings and its distinct users and sessions per side. The tables are read a slice at a time
+    to mark the events the kept examples come from (a bit an event); the marked events' keys are then counted a
+    part of the key space at a time (`DISTINCT_PART_ROWS`), read in windows of the event table."""
+    n = len(events)
+    used = {split: rules.flags(n, pl.Series([], dtype=pl.UInt32)) for split in ("train", "test")}
+    examples = dict.fromkeys(used, 0)
     for t in tables.values():
         for start in range(0, len(t), SCAN_ROWS):
             part = t.slice(start, SCAN_ROWS).lazy().filter(pl.col("drop").is_null()).select("meta_row", "split") \
                 .collect()
-            kept_any = kept_any or len(part) > 0
-            part = part.with_columns(rules.meta_of(events, part, "user_key", "session_key"))
-            for (split, unit), seen in distinct.items():
-                distinct[split, unit] = pl.concat([seen, part.filter(pl.col("split") == split)[unit].unique()]) \
-                    .unique()
+            for split in used:
+                rows = part.filter(pl.col("split") == split)["meta_row"]
+                if len(rows):
+                    used[split] = used[split].scatter(rows, True)
+                    examples[split] += len(rows)
             release()
-    units = {split: {"users": distinct[split, "user_key"].len(), "sessions": distinct[split, "session_key"].len()}
-             for split in ("train", "test")} if kept_any else {}
+    units = {}
+    if sum(examples.values()):
+        for split, mask in used.items():
+            parts = max(1, -(-examples[split] // DISTINCT_PART_ROWS))
+            units[split] = {name: sum(_distinct_keys(events[unit], mask, parts, p, release) for p in range(parts))
+                            for name, unit in (("users", "user_key"), ("sessions", "session_key"))}
     return {"by": cfg.split_by, "test_fraction": cfg.test_fraction, "seed": cfg.split_seed,
             "time_cutoff": cfg.time_cutoff, "units": units,
             "removed_from_train_prompt_in_test": int(sum(
                 (t["drop"] == "prompt_in_test").sum() for t in tables.values()))}
+
+
+def _distinct_keys(keys: pl.Series, mask: pl.Series, parts: int, part: int, release) -> int:
+    """Distinct values (a null counts as one) of `keys` where `mask`, among those in part `part` of `parts`."""
+    window = rules.GATHER_WINDOW_ROWS
+    found = []
+    for start in range(0, len(keys), window):
+        chunk = keys.slice(start, window)
+        found.append(chunk.filter(mask.slice(start, window) & rules.in_key_part(chunk, parts, part)).unique())
+        release()
+    return pl.concat(found).unique().len() if found else 0
 
 
 def _versions() -> dict:

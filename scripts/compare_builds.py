@@ -75,7 +75,7 @@ def main() -> int:
 
         import data.rules
 
-        for name in ("LINK_PART_ROWS", "TURN_BUCKET_ROWS", "WRITE_RANGE_ROWS", "SCAN_ROWS"):
+        for name in ("LINK_PART_ROWS", "TURN_BUCKET_ROWS", "WRITE_RANGE_ROWS", "SCAN_ROWS", "DISTINCT_PART_ROWS"):
             setattr(data.build, name, args.piece_rows)
         data.rules.OWNER_SLICE_ROWS = data.rules.GATHER_WINDOW_ROWS = args.piece_rows
         import data.filters

@@ -81,8 +81,8 @@ def test_build_with_texts_on_disk_or_in_pieces_writes_the_same_bytes(build, tmp_
             monkeypatch.setattr(b, "SPILL_TEXTS", spill)
             monkeypatch.setattr(ev, "PARALLEL_MIN_BYTES", parallel_from)  # 1: read in ranges by subprocesses
             # 7: linked in many passes, the turns in many buckets, each split sorted and written in many ranges,
-            # the event columns gathered in many windows
-            for name in ("LINK_PART_ROWS", "TURN_BUCKET_ROWS", "WRITE_RANGE_ROWS", "SCAN_ROWS"):
+            # the event columns gathered in many windows, the split's users and sessions counted in many parts
+            for name in ("LINK_PART_ROWS", "TURN_BUCKET_ROWS", "WRITE_RANGE_ROWS", "SCAN_ROWS", "DISTINCT_PART_ROWS"):
                 monkeypatch.setattr(b, name, rows)
             monkeypatch.setattr(rules, "OWNER_SLICE_ROWS", rows)
             monkeypatch.setattr(rules, "GATHER_WINDOW_ROWS", rows)
