@@ -41,6 +41,8 @@ WINDOW_RELEASE_BYTES = 96 << 20
 PAGER_BYTES = 128 << 20
 PAGER_EVERY_S = 0.01
 _VIEWS = pl.CompatLevel.newest()
+# Polars 2 views an enum's codes as the enum without a copy (`Series.cat.to`); older ones hold it as Arrow.
+_ENUM_FROM_CODES = hasattr(pl.Series([], dtype=pl.Enum([])).cat, "to")
 
 
 class SegmentWriter:
@@ -137,10 +139,17 @@ class TextSpill:
         mapped = []
         for name in frame.columns if columns is None else columns:
             column = frame.get_column(name)
-            raw = (column.dtype.is_integer() or column.dtype.is_float()) and len(column) > 0
+            enum = isinstance(column.dtype, pl.Enum) and _ENUM_FROM_CODES
+            raw = (column.dtype.is_integer() or column.dtype.is_float() or enum) and len(column) > 0
             path = self.folder / f"{prefix}-{name}.{'raw' if raw else 'arrow'}"
             if path.exists():
                 path = path.with_name(f"{prefix}-{name}-{len(self.maps)}{path.suffix}")
+            if raw and enum:
+                # Its codes, mapped, viewed as the enum again: read back from an Arrow file (a dictionary array),
+                # Polars would copy the codes into memory (a byte an event for the event type).
+                codes = self._hold_fixed_width(column.to_physical(), path)
+                mapped.append(codes.cat.to(column.dtype).alias(name))
+                continue
             if raw:
                 mapped.append(self._hold_fixed_width(column, path))
                 continue
