@@ -149,7 +149,8 @@ def _build(inputs: list, out: Path, cfg: BuildConfig, progress, spill_dir: str |
                        progress=(lambda n: progress("read", n)) if progress else None, spill_dir=spill_dir,
                        keys=True)
     # From here on a thread keeps the spill's mapped pages in memory under a bound (TextSpill.paging).
-    with read.texts.paging() if read.texts is not None else contextlib.nullcontext(), _arrow_system_memory():
+    with read.texts.paging() if read.texts is not None else contextlib.nullcontext(), _arrow_system_memory(), \
+            _release_after_windows(read.texts):
         state = BuildState(config=cfg, read=read, quarantine=list(read.quarantine))
         _release(state)  # the pages the read mapped
         state.timings["read"] = time.perf_counter() - t0
@@ -190,6 +191,23 @@ def _build(inputs: list, out: Path, cfg: BuildConfig, progress, spill_dir: str |
 
             write_json_atomic(Path(tmp) / "manifest.json", manifest)
         return manifest
+
+
+@contextlib.contextmanager
+def _release_after_windows(texts):
+    """While inside, the rules' passes over the event table hand back the mapped pages after each window
+    (`rules.after_window`)."""
+    if texts is None:
+        yield
+        return
+    from data.textspill import WINDOW_RELEASE_BYTES
+
+    before = rules.after_window
+    rules.after_window = lambda: texts.release_over(WINDOW_RELEASE_BYTES)
+    try:
+        yield
+    finally:
+        rules.after_window = before
 
 
 @contextlib.contextmanager

@@ -93,8 +93,22 @@ def dedupe_events(events: pl.DataFrame, rows_of=None, parts: int = 1,
 def in_key_part(keys: pl.Series, parts: int, part: int, slice_rows: int = 1_000_000) -> pl.Series:
     """Whether each 64-bit key falls in part `part` of `parts` (key modulo parts; a null key: part 0), as a mask
     (a bit a row), computed a slice at a time: the remainders of a whole column would be a column as long as it."""
-    return pl.concat([((keys.slice(start, slice_rows) % parts).fill_null(0) == part)
-                      for start in range(0, max(len(keys), 1), slice_rows)])
+    out = []
+    for start in range(0, max(len(keys), 1), slice_rows):
+        out.append((keys.slice(start, slice_rows) % parts).fill_null(0) == part)
+        after_window()
+    return pl.concat(out)
+
+
+def select_where(frame: pl.DataFrame, columns: list, mask: pl.Series) -> pl.DataFrame:
+    """`frame.select(columns).filter(mask)`, a window of GATHER_WINDOW_ROWS rows at a time (see `after_window`)."""
+    if len(frame) <= GATHER_WINDOW_ROWS:
+        return frame.select(columns).filter(mask)
+    out = []
+    for start in range(0, len(frame), GATHER_WINDOW_ROWS):
+        out.append(frame.slice(start, GATHER_WINDOW_ROWS).select(columns).filter(mask.slice(start, GATHER_WINDOW_ROWS)))
+        after_window()
+    return pl.concat(out)
 
 
 def flags(n: int, positions: pl.Series) -> pl.Series:
@@ -127,7 +141,7 @@ def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = Non
         .to_series()
 
     def link(rows: pl.Series, key: str, found: pl.DataFrame) -> None:  # owner of the feedback `rows` by `key`
-        asks = events.select("row", key).filter(rows)
+        asks = select_where(events, ["row", key], rows)
         hit = asks.join(found, on=key, how="inner")
         if len(hit):
             owner.scatter(hit["row"], hit["owner"])
@@ -137,7 +151,7 @@ def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = Non
     second = []
     for p in range(parts):
         part = in_key_part(events["generation_key"], parts, p)
-        gens = events.select("row", "ts", "generation_key").filter(is_gen & part)
+        gens = select_where(events, ["row", "ts", "generation_key"], is_gen & part)
         reused = rows_sharing(gens, ["generation_key"]).sort("ts", "row")
         later = reused.filter(~pl.col("generation_key").is_first_distinct())["row"]
         if len(later):
@@ -156,7 +170,7 @@ def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = Non
     bad = []
     for p in range(parts):
         part = in_key_part(events["request_key"], parts, p)
-        gens = events.select("row", "request_key", "user_key", "session_key").filter(is_gen & part)
+        gens = select_where(events, ["row", "request_key", "user_key", "session_key"], is_gen & part)
         by_req = gens.group_by("request_key").agg(
             pl.col("row").min().alias("owner"),
             ((pl.col("user_key").n_unique() > 1) | (pl.col("session_key").n_unique() > 1)).alias("_bad"))
@@ -200,7 +214,7 @@ def apply_forget(events: pl.DataFrame, alive: pl.Series, drops: Drops) -> tuple[
 
     Returns (alive without both, the rows of the forget events themselves)."""
     is_forget = events.select((pl.col("type") == "forget") & alive).to_series()
-    forget_rows = events.select("row", "user_key").filter(is_forget)
+    forget_rows = select_where(events, ["row", "user_key"], is_forget)
     if forget_rows.is_empty():
         return alive, forget_rows["row"]
     forgotten = forget_rows["user_key"].unique().implode()
@@ -261,7 +275,7 @@ def turn_buckets(events: pl.DataFrame, n: int) -> pl.Series:
 def turns_in_play(events: pl.DataFrame, alive: pl.Series, drops: Drops) -> pl.DataFrame:
     """The rows in play (`alive`) after supersede, with the columns the example rules read: whole turns only
     (see `turn_buckets`)."""
-    part = events.select(TURN_COLUMNS).filter(alive)
+    part = select_where(events, TURN_COLUMNS, alive)
     return part.filter(supersede(part, pl.repeat(True, len(part), dtype=pl.Boolean, eager=True), drops))
 
 
@@ -406,6 +420,13 @@ def meta_of(events: pl.DataFrame, examples: pl.DataFrame, *columns: str) -> list
     return gather_in_windows(events.select(columns), examples["meta_row"]).get_columns()
 
 
+# Called after each window of a pass over the event table (`gather_in_windows`, `select_where`, `in_key_part`).
+# The build sets it, while it runs, to hand back the mapped pages the window read (data.textspill): a pass over
+# whole columns in one call would map all of them at once, as much as the log, faster than a pager thread can
+# take them back (and some Polars calls hold the GIL it needs).
+after_window = lambda: None  # noqa: E731
+
+
 # The event table's columns are mapped from disk (data.textspill). A gather at random rows maps the pages around
 # every row it reads (the kernel maps 64 KB at each fault), so one gather over a whole column maps all of it at
 # once: as much as the log, before anything can hand the pages back. Gathered a window of this many of the
@@ -435,5 +456,6 @@ def gather_in_windows(columns: pl.DataFrame, rows: pl.Series) -> pl.DataFrame:
             start = window * GATHER_WINDOW_ROWS
             pieces.append(columns.slice(start, GATHER_WINDOW_ROWS)
                           .select(pl.all().gather(in_order.slice(at, end - at) - start)))
+            after_window()
         at = end
     return pl.concat(pieces).select(pl.all().gather(order.arg_sort()))

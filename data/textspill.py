@@ -174,6 +174,8 @@ class TextSpill:
                 values = chunk.to_arrow()
                 data = memoryview(values.buffers()[1]).cast("B")
                 f.write(data[values.offset * width:(values.offset + len(values)) * width])
+                del values, data
+                self.release_over(WINDOW_RELEASE_BYTES)  # the chunk may be mapped (a range's number file)
         validity = None
         if column.null_count():  # the validity bits (made in memory, an eighth of a byte a row) to a file too
             valid = column.is_not_null().rechunk().to_arrow()

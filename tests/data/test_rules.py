@@ -448,3 +448,7 @@ def test_a_gather_in_windows_equals_a_plain_gather(monkeypatch):
             rows = pl.Series([rng.randrange(n) if n and rng.random() > 0.1 else None for _ in range(m)],
                              dtype=pl.UInt32)
             assert_frame_equal(rules.gather_in_windows(table, rows), table.select(pl.all().gather(rows)))
+        for _ in range(10):  # a filter in windows, too
+            mask = pl.Series([rng.random() < 0.3 if rng.random() > 0.1 else None for _ in range(n)], dtype=pl.Boolean)
+            columns = ["e", "a", (pl.col("a") * 2).alias("twice")]
+            assert_frame_equal(rules.select_where(table, columns, mask), table.select(columns).filter(mask))

@@ -200,6 +200,35 @@ def test_held_columns_come_back_in_one_chunk(tmp_path):
         assert_series_equal(held.to_physical(), column.to_physical())
 
 
+def test_a_pass_over_mapped_columns_hands_back_their_pages_after_each_window(tmp_path, monkeypatch):
+    """A filter over whole mapped columns in one call maps all of them, faster than the pager can take them back;
+    the rules' passes go a window at a time and call `rules.after_window` after each, which the build points at
+    the spill, so what stays mapped is a window's."""
+    from data import build, rules
+
+    spill = textspill.TextSpill(tmp_path)
+    n = 8_000_000  # 64 MB of int64
+    frame = spill.hold(pl.DataFrame({"v": pl.int_range(n, eager=True)}))
+    mask = pl.int_range(n, eager=True) % 1000 == 0
+    spill.release()
+    base = textspill._file_rss()
+    whole = frame.filter(mask)
+    assert textspill._file_rss() > base + (48 << 20)  # one call: the whole column mapped
+    spill.release()
+    monkeypatch.setattr(rules, "GATHER_WINDOW_ROWS", 1 << 19)  # 4 MB windows
+    monkeypatch.setattr(textspill, "WINDOW_RELEASE_BYTES", base + (8 << 20))
+    calls = []
+    release_over = spill.release_over
+    monkeypatch.setattr(spill, "release_over", lambda limit: calls.append(textspill._file_rss()) or release_over(limit))
+    with build._release_after_windows(spill):
+        windowed = rules.select_where(frame, ["v"], mask)
+    assert_frame_equal(windowed, whole)
+    assert len(calls) == -(-n // (1 << 19))  # one hand-back a window
+    rules.after_window()
+    assert len(calls) == -(-n // (1 << 19))  # the build's hook is gone after it
+    assert max(calls) < base + (16 << 20) and textspill._file_rss() <= base + (8 << 20)
+
+
 def test_the_pager_keeps_mapped_pages_under_its_bound_and_the_data_intact(tmp_path):
     """A random gather over a mapped column touches pages all over it within one call; the pager hands them back
     while the step runs, and what the step reads is unchanged."""
