@@ -14,6 +14,11 @@ the peak size of the build's spill folder on disk.
                       _RJEM_MALLOC_CONF=dirty_decay_ms:0,muzzy_decay_ms:0 to see what a step holds rather than
                       what Polars' allocator keeps.
     --piece-scale F   multiply the sizes of the build's pieces (turn buckets, key parts, write ranges) by F
+    --where           also, for each place in `data/` where a thread of the build was when a sample was taken
+                      (its innermost two frames), the highest file pages and anonymous memory seen there: which
+                      code maps pages, or holds memory, at the peaks. Threads run side by side, so a place is
+                      charged with what the others hold at the same moment too; look for the place common to
+                      the top rows.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--steps", action="store_true")
     ap.add_argument("--piece-scale", type=float, default=1.0)
+    ap.add_argument("--where", action="store_true")
     args = ap.parse_args()
     import data.build as build
     import data.filters as filters
@@ -54,6 +60,21 @@ def main() -> int:
     steps: dict[str, list[int]] = {}  # function -> [anonymous at start, peak, at end] bytes
     out = Path(args.out)
     spill_peak = [0]
+    places: dict[str, tuple[int, int]] = {}  # place in data/ -> (highest file pages, highest anonymous) bytes
+    data_dir = str(Path(__file__).resolve().parents[1] / "data")
+    quiet = ("textspill.py:watch", "hfdisk.py:_drain")  # the pager and the hashing writer wait most of the time
+
+    def where() -> list[str]:
+        out = []
+        for frame in sys._current_frames().values():
+            names = []
+            while frame is not None:
+                if frame.f_code.co_filename.startswith(data_dir):
+                    names.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_code.co_name}:{frame.f_lineno}")
+                frame = frame.f_back
+            if names and not names[0].startswith(quiet):
+                out.append(" < ".join(names[:2]))
+        return out
 
     def spill_bytes() -> int:
         return sum(f.stat().st_size for d in out.parent.glob(f".{out.name}.texts-*") for f in d.iterdir()
@@ -70,13 +91,17 @@ def main() -> int:
                 peaks[name] = (resident, resident - file_pages, file_pages)
             if step[0] in steps:
                 steps[step[0]][1] = max(steps[step[0]][1], resident - file_pages)
+            if args.where:
+                for place in where():
+                    old = places.get(place, (0, 0))
+                    places[place] = (max(old[0], file_pages), max(old[1], resident - file_pages))
             n += 1
             if n % 100 == 0:
                 try:
                     spill_peak[0] = max(spill_peak[0], spill_bytes())
                 except OSError:  # a file removed while listed
                     pass
-            time.sleep(0.003)
+            time.sleep(0.001 if args.where else 0.003)
 
     def anonymous() -> int:
         with open("/proc/self/statm") as f:
@@ -126,6 +151,10 @@ def main() -> int:
     for name, (resident, anon, file_pages) in peaks.items():
         print(f"{name:16s} {resident / 1e6:7.0f} MB  (anonymous {anon / 1e6:.0f}, file {file_pages / 1e6:.0f})")
     print(f"spill folder on disk: peak {spill_peak[0] / 1e6:.0f} MB (sampled every ~0.3 s)")
+    if places:
+        print("highest file pages (anonymous) seen with a thread at:")
+        for place, (file_pages, anon) in sorted(places.items(), key=lambda kv: -kv[1][0])[:25]:
+            print(f"  {file_pages / 1e6:5.0f} MB ({anon / 1e6:4.0f})  {place}")
     for name, (start, peak, end) in steps.items():
         print(f"step {name:18s} anonymous MB: start {start / 1e6:5.0f}  peak {max(peak, start, end) / 1e6:5.0f}"
               f"  end {end / 1e6:5.0f}")
