@@ -652,8 +652,9 @@ def _take(state: BuildState):
 
 
 def materialize(kind: str, df: pl.DataFrame, texts: pl.DataFrame, take=None):
-    """Example rows (event row numbers) -> the Arrow table TRL reads: texts and metadata gathered by row. The
-    metadata are the generation's (`meta_row`): its tenant is the turn's, whatever its feedback says."""
+    """Example rows (event row numbers, and the time, `ts`, that `_in_write_order` read with them) -> the Arrow
+    table TRL reads: texts and metadata gathered by row. The metadata are the generation's (`meta_row`): its
+    tenant is the turn's, whatever its feedback says."""
     from data.filters import gather_rows
 
     take = take or gather_rows
@@ -672,7 +673,7 @@ def materialize(kind: str, df: pl.DataFrame, texts: pl.DataFrame, take=None):
                 one_assistant_message(rejected).alias("rejected")]
     else:
         head = [prompt.alias("prompt"), one_assistant_message(text).alias("completion"), df["label"]]
-    ts = df["ts"] if "ts" in df.columns else rules.meta_of(texts, df, "ts")[0]
+    ts = df["ts"]
     metadata = [df["signal"].cast(pl.String)] + [
         ts if name == "ts" else got["meta_row"][name] for name in META_NAMES[1:]]
     out = pl.DataFrame(head + [s.alias(n) for s, n in zip(metadata, META_NAMES)])
@@ -905,7 +906,7 @@ def _split_summary(tables: dict[str, pl.DataFrame], cfg: BuildConfig, events: pl
     if sum(examples.values()):
         for split, mask in used.items():
             parts = max(1, -(-examples[split] // DISTINCT_PART_ROWS))
-            units[split] = {name: sum(_distinct_keys(events[unit], mask, parts, p, release) for p in range(parts))
+            units[split] = {name: sum(_distinct_keys(events[unit], mask, parts, p) for p in range(parts))
                             for name, unit in (("users", "user_key"), ("sessions", "session_key"))}
     return {"by": cfg.split_by, "test_fraction": cfg.test_fraction, "seed": cfg.split_seed,
             "time_cutoff": cfg.time_cutoff, "units": units,
@@ -913,15 +914,10 @@ def _split_summary(tables: dict[str, pl.DataFrame], cfg: BuildConfig, events: pl
                 (t["drop"] == "prompt_in_test").sum() for t in tables.values()))}
 
 
-def _distinct_keys(keys: pl.Series, mask: pl.Series, parts: int, part: int, release) -> int:
+def _distinct_keys(keys: pl.Series, mask: pl.Series, parts: int, part: int) -> int:
     """Distinct values (a null counts as one) of `keys` where `mask`, among those in part `part` of `parts`."""
-    window = rules.GATHER_WINDOW_ROWS
-    found = []
-    for start in range(0, len(keys), window):
-        chunk = keys.slice(start, window)
-        found.append(chunk.filter(mask.slice(start, window) & rules.in_key_part(chunk, parts, part)).unique())
-        release()
-    return pl.concat(found).unique().len() if found else 0
+    where = mask & rules.in_key_part(keys, parts, part)
+    return rules.select_where(keys.to_frame(), [keys.name], where).to_series().unique().len()
 
 
 def _versions() -> dict:
