@@ -185,11 +185,9 @@ def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = Non
     alive = ~orphan & ~out
     if len(bad):
         # A generation, the feedback on it and its request's rephrase or abandon: all in the turn.
-        # The request of each row's owner, a slice of the table at a time (as `by_owner` does).
         bad = bad.implode()
-        keys = events.select("request_key")
-        in_bad = pl.concat([gather_in_windows(keys, owner.slice(start, OWNER_SLICE_ROWS)).to_series().is_in(bad)
-                            .fill_null(False) for start in range(0, max(n, 1), OWNER_SLICE_ROWS)])
+        in_bad = pl.concat(by_owner(events.with_columns(owner.alias("owner_row")), "request_key",
+                                    lambda part, turn: turn.is_in(bad).fill_null(False)))
         inconsistent = in_bad & (type_ != "forget") & alive
         drops.add(events["row"].filter(inconsistent), "inconsistent_request")
         alive = alive & ~inconsistent

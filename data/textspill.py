@@ -5,8 +5,8 @@ work on 64-bit keys of the ids. The texts (prompts, outputs, edits, comments, pa
 only at the end: to compute per-event features, to read the edit pairs and to write the datasets. The reader
 therefore appends each block's `SPILLED_COLUMNS` to an Arrow IPC file (one per input range, in row order);
 `TextSpill.open()` maps the files back as zero-copy Polars columns, so the event table looks the same to every
-step. Once the read is done, the 8-byte columns (keys, times, line numbers) follow them (`TextSpill.hold`): what
-stays in the process's own memory is a byte or two of an event (type, rating, file). Pages of a mapped file
+step. Once the read is done, the other columns (keys, times, line numbers, and the Enums' codes: type, file)
+follow them (`TextSpill.hold`), so no column of the events stays in the process's own memory. Pages of a mapped file
 count in the process's RSS once touched, so the steps that read texts gather them one record batch at a time
 (`TextSpill.gather`) and hand the pages back as they go, and a thread (`TextSpill.paging`) hands back whatever the
 steps have mapped beyond a bound: the pages stay in the page cache, which the kernel may evict.
