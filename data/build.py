@@ -294,9 +294,7 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
         # The mapped columns a step read are handed back after it (they are clean pages of the page cache).
         events, alive, state.orphans = rules.link_events(events, state.drops, gone=state.dedupe_rows,
                                                          parts=max(1, -(-len(events) // LINK_PART_ROWS)),
-                                                         release=_window_release(state))
-        if state.read.texts is not None:
-            events = state.read.texts.hold(events, ["owner_row"], prefix="events")
+                                                         release=_window_release(state), store=_store(state))
         _release(state)
         alive, state.applied = rules.apply_forget(events, alive, state.drops)
         alive = select_tenant(events, alive, cfg, state.drops, full, _take(state), state.read.key_seed)
@@ -304,11 +302,12 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
         # From here on the rules are per turn: the turns go in buckets of about TURN_BUCKET_ROWS rows in play,
         # built one at a time, so that their working tables are as big as a bucket, not as the log.
         n_buckets = max(1, -(-int(alive.sum()) // TURN_BUCKET_ROWS))
-        bucket = rules.turn_buckets(events, n_buckets) if n_buckets > 1 else None
+        bucket = rules.turn_buckets(events, n_buckets, _store(state)) if n_buckets > 1 else None
         _release(state)
         turns, sizes, release = _collector(state, "turns"), [], _window_release(state)
         for b in range(n_buckets):
-            part = rules.turns_in_play(events, alive if bucket is None else alive & (bucket == b), state.drops)
+            in_bucket = alive if bucket is None else alive & rules.in_windows(bucket, lambda w: w == b)
+            part = rules.turns_in_play(events, in_bucket, state.drops)
             sizes.append(len(part))
             turns.write(part)
             release()
@@ -356,26 +355,20 @@ LINK_PART_ROWS = 1_000_000
 TURN_BUCKET_ROWS = 500_000
 
 
+def _store(state: BuildState):
+    """Where the steps put what they build in parts: the spill's files, mapped back (data.textspill), or memory."""
+    return state.read.texts if state.read.texts is not None else rules.InMemory()
+
+
 def _collector(state: BuildState, name: str):
     """Where a table built in parts goes: a file of the spill, mapped back (data.textspill.BatchFile), or memory."""
-    return state.read.texts.batches(name) if state.read.texts is not None else _InMemory()
+    return _store(state).batches(name)
 
 
 def _one_chunk(state: BuildState, table: pl.DataFrame, name: str, columns: list[str] | None = None) -> pl.DataFrame:
     if state.read.texts is not None:
         return state.read.texts.hold(table, columns, prefix=name)
     return table.rechunk() if columns is None else table.with_columns(table[c].rechunk() for c in columns)
-
-
-class _InMemory:
-    def __init__(self):
-        self.parts: list[pl.DataFrame] = []
-
-    def write(self, part: pl.DataFrame) -> None:
-        self.parts.append(part)
-
-    def frame(self) -> pl.DataFrame:
-        return pl.concat(self.parts)
 
 
 FILTER_ONLY_COLUMNS = {"_pk", "_plen", "_tlen", "_tblank", "_rk", "_rlen", "_rblank", "_conflict", "_rank"}
@@ -390,7 +383,7 @@ def _check_keys(full: pl.DataFrame, texts) -> None:
     for key, name in KEYED_IDS.items():
         if key not in full.columns:  # event_key: dedupe compares the event_id strings themselves
             continue
-        by_part = [_Buffered(texts.batches(f"keys-{key}") if parts > 1 else _InMemory()) for _ in range(parts)]
+        by_part = [_Buffered(texts.batches(f"keys-{key}") if parts > 1 else rules.Parts()) for _ in range(parts)]
         for pairs in _slices(full, texts, lambda part: pl.DataFrame(
                 {"k": part[key], "h": part[name].hash(0xC0FFEE)}).drop_nulls("k").unique()):
             for p, part in enumerate(by_part):

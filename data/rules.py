@@ -90,14 +90,20 @@ def dedupe_events(events: pl.DataFrame, rows_of=None, parts: int = 1,
     return repeated, conflicting
 
 
-def in_key_part(keys: pl.Series, parts: int, part: int, slice_rows: int = 1_000_000) -> pl.Series:
-    """Whether each 64-bit key falls in part `part` of `parts` (key modulo parts; a null key: part 0), as a mask
-    (a bit a row), computed a slice at a time: the remainders of a whole column would be a column as long as it."""
+def in_windows(column: pl.Series, fn) -> pl.Series:
+    """fn(window of `column`), a window of GATHER_WINDOW_ROWS rows at a time (see `after_window`), concatenated:
+    a mask over a mapped column without mapping all of it at once."""
     out = []
-    for start in range(0, max(len(keys), 1), slice_rows):
-        out.append((keys.slice(start, slice_rows) % parts).fill_null(0) == part)
+    for start in range(0, max(len(column), 1), GATHER_WINDOW_ROWS):
+        out.append(fn(column.slice(start, GATHER_WINDOW_ROWS)))
         after_window()
     return pl.concat(out)
+
+
+def in_key_part(keys: pl.Series, parts: int, part: int) -> pl.Series:
+    """Whether each 64-bit key falls in part `part` of `parts` (key modulo parts; a null key: part 0), as a mask
+    (a bit a row), computed in windows: the remainders of a whole column would be a column as long as it."""
+    return in_windows(keys, lambda k: (k % parts).fill_null(0) == part)
 
 
 def select_where(frame: pl.DataFrame, columns: list, mask: pl.Series) -> pl.DataFrame:
@@ -117,8 +123,33 @@ def flags(n: int, positions: pl.Series) -> pl.Series:
     return flags.scatter(positions, True) if len(positions) else flags
 
 
+class Parts:
+    """A table built in parts, in memory (the build's spill holds them on disk instead: `TextSpill.batches`)."""
+
+    def __init__(self):
+        self.parts: list[pl.DataFrame] = []
+
+    def write(self, part: pl.DataFrame) -> None:
+        self.parts.append(part)
+
+    def frame(self) -> pl.DataFrame:
+        return pl.concat(self.parts)
+
+
+class InMemory:
+    """Where the steps put what they build in parts when the build keeps nothing on disk. The build's spill
+    (`data.textspill.TextSpill`) has the same two methods and writes to files instead."""
+
+    def batches(self, name: str) -> Parts:
+        return Parts()
+
+    def hold_pieces(self, name: str, pieces, dtype: pl.DataType) -> pl.Series:
+        pieces = [p.cast(dtype) for p in pieces]
+        return pl.concat(pieces).alias(name) if pieces else pl.Series(name, [], dtype)
+
+
 def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = None, parts: int = 1,
-                release=lambda: None) -> tuple[pl.DataFrame, pl.Series, pl.Series]:
+                release=lambda: None, store=InMemory()) -> tuple[pl.DataFrame, pl.Series, pl.Series]:
     """Tie feedback to its generation; set aside orphans, a second generation claiming a known id, and requests
     spread over several users or sessions.
 
@@ -131,20 +162,23 @@ def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = Non
     alive, orphan rows).
 
     The joins run in `parts` passes, each over the generations and feedback whose generation (then request) key
-    falls in one part: what a pass holds is a part's; `release()` after each."""
+    falls in one part: what a pass holds is a part's; `release()` after each. The (feedback row, owner) pairs a
+    pass finds go to `store`, sorted by row; `owner_row` is then made from them a window of rows at a time and
+    held by `store` (4 bytes an event that a build keeps on disk)."""
     n = len(events)
     out = flags(n, gone if gone is not None else pl.Series("row", [], pl.UInt32))
     type_ = events["type"]
     on_gen, on_req = type_.is_in(FEEDBACK_ON_GENERATION), type_.is_in(FEEDBACK_ON_REQUEST)
     is_gen = (type_ == "generation") & ~out
-    owner = events.select(pl.when(pl.lit(on_gen | on_req)).then(None).otherwise(pl.col("row")).cast(pl.UInt32)) \
-        .to_series()
+    found_owners = []  # a table per pass: (row, owner) sorted by row
 
     def link(rows: pl.Series, key: str, found: pl.DataFrame) -> None:  # owner of the feedback `rows` by `key`
         asks = select_where(events, ["row", key], rows)
-        hit = asks.join(found, on=key, how="inner")
+        hit = asks.join(found, on=key, how="inner").select("row", "owner").sort("row")
         if len(hit):
-            owner.scatter(hit["row"], hit["owner"])
+            table = store.batches(f"owners-{len(found_owners)}")
+            table.write(hit)
+            found_owners.append(table.frame())
 
     # Feedback on a generation: joined by the generation's id. A second generation with a known id is set aside
     # (the first, by time then row, keeps it).
@@ -179,32 +213,52 @@ def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = Non
         release()
     bad = pl.concat(bad)
 
+    owner = store.hold_pieces("owner_row", _owners_by_window(events["row"], on_gen | on_req, found_owners),
+                              pl.UInt32)
     orphan = (on_gen | on_req) & owner.is_null() & ~out
     orphans = events["row"].filter(orphan)
     drops.add(orphans, "orphan")
     alive = ~orphan & ~out
+    events = events.with_columns(owner)
     if len(bad):
         # A generation, the feedback on it and its request's rephrase or abandon: all in the turn.
         bad = bad.implode()
-        in_bad = pl.concat(by_owner(events.with_columns(owner.alias("owner_row")), "request_key",
-                                    lambda part, turn: turn.is_in(bad).fill_null(False)))
+        in_bad = pl.concat(by_owner(events, "request_key", lambda part, turn: turn.is_in(bad).fill_null(False)))
         inconsistent = in_bad & (type_ != "forget") & alive
         drops.add(events["row"].filter(inconsistent), "inconsistent_request")
         alive = alive & ~inconsistent
-    return events.with_columns(owner.alias("owner_row")), alive, orphans
+    return events, alive, orphans
+
+
+def _owners_by_window(rows: pl.Series, feedback: pl.Series, found: list[pl.DataFrame]):
+    """`owner_row`, a window of GATHER_WINDOW_ROWS rows at a time: a row's own row, or for feedback the owner a
+    pass of `link_events` found for it (`found`: tables of (row, owner), each sorted by row), else null."""
+    for start in range(0, len(rows), GATHER_WINDOW_ROWS):
+        window = rows.slice(start, GATHER_WINDOW_ROWS)
+        owner = pl.select(pl.when(pl.lit(feedback.slice(start, GATHER_WINDOW_ROWS))).then(None)
+                          .otherwise(pl.lit(window)).cast(pl.UInt32)).to_series()
+        for table in found:
+            lo, hi = table["row"].search_sorted(pl.Series([start, start + len(window)], dtype=pl.UInt32),
+                                                side="left").to_list()
+            if hi > lo:
+                hit = table.slice(lo, hi - lo)
+                owner = owner.scatter(hit["row"] - start, hit["owner"])
+        yield owner.alias("owner_row")
+        after_window()
 
 
 # Rows the steps after link read at a time, where they read the columns of each row's owner.
 OWNER_SLICE_ROWS = 1_000_000
 
 
-def by_owner(events: pl.DataFrame, column: str, fn) -> list:
+def by_owner(events: pl.DataFrame, column: str, fn):
     """fn(slice of the table, `column` of each of its rows' owners) over the table slice by slice (see
-    `link_events`), so that the owners' values are never gathered for the whole table at once."""
+    `link_events`), so that the owners' values are never gathered for the whole table at once. A generator: each
+    slice's result is made when the caller asks for it."""
     values = events.select(column)
-    return [fn(part, gather_in_windows(values, part["owner_row"]).to_series())
-            for part in (events.slice(start, OWNER_SLICE_ROWS)
-                         for start in range(0, max(len(events), 1), OWNER_SLICE_ROWS))]  # an empty table: one slice
+    for start in range(0, max(len(events), 1), OWNER_SLICE_ROWS):  # an empty table: one slice
+        part = events.slice(start, OWNER_SLICE_ROWS)
+        yield fn(part, gather_in_windows(values, part["owner_row"]).to_series())
 
 
 def apply_forget(events: pl.DataFrame, alive: pl.Series, drops: Drops) -> tuple[pl.Series, pl.Series]:
@@ -263,11 +317,13 @@ TURN_COLUMNS = ["row", "type", "ts", "request_key", "generation_key",
                 "value"]
 
 
-def turn_buckets(events: pl.DataFrame, n: int) -> pl.Series:
+def turn_buckets(events: pl.DataFrame, n: int, store=InMemory()) -> pl.Series:
     """The bucket (0 to n-1) of each row's turn: the request key of its owner (the row or, for feedback, the
     generation it is about; see `link_events`). Every row a turn's rules read (supersede, the generation table,
-    the examples) is in the turn's bucket, so the buckets are built one at a time."""
-    return pl.concat(by_owner(events, "request_key", lambda part, turn: (turn % n).fill_null(0).cast(pl.UInt16)))
+    the examples) is in the turn's bucket, so the buckets are built one at a time. Held by `store` as it is made
+    (2 bytes an event that a build keeps on disk)."""
+    return store.hold_pieces("turn_bucket", by_owner(
+        events, "request_key", lambda part, turn: (turn % n).fill_null(0).cast(pl.UInt16)), pl.UInt16)
 
 
 def turns_in_play(events: pl.DataFrame, alive: pl.Series, drops: Drops) -> pl.DataFrame:

@@ -162,32 +162,56 @@ class TextSpill:
     def _hold_fixed_width(self, column: pl.Series, path: Path) -> pl.Series:
         """A column of numbers as one chunk over a map of a raw file of its values, written chunk by chunk: unlike
         an Arrow file of one record batch, it needs no copy of the whole column in memory first (8 bytes an
-        event for a key or a time). Its validity bits, if it has nulls, go to a file beside it."""
+        event for a key or a time)."""
+        return self._write_fixed_width(column.get_chunks(), column.dtype, path).alias(column.name)
+
+    def hold_pieces(self, name: str, pieces, dtype: pl.DataType) -> pl.Series:
+        """The column of numbers made of `pieces` (Series, in row order, each consumed before the next is made),
+        written to disk as they come and mapped back as one chunk: a column built a window at a time is never
+        in memory whole."""
+        path = self.folder / f"{name}.raw"
+        if path.exists():
+            path = path.with_name(f"{name}-{len(self.maps)}.raw")
+        chunks = (chunk for piece in pieces for chunk in piece.cast(dtype).get_chunks())
+        return self._write_fixed_width(chunks, dtype, path).alias(name)
+
+    def _write_fixed_width(self, chunks, dtype: pl.DataType, path: Path) -> pl.Series:
+        """Chunks of one number type -> a Series of one chunk over a map of a raw file of their values. Its
+        validity bits, if it has nulls, go to a file beside it (made in memory first: an eighth of a byte a row)."""
         import pyarrow as pa
 
-        arrow_type = pl.Series(dtype=column.dtype).to_arrow().type
+        arrow_type = pl.Series(dtype=dtype).to_arrow().type
         width = arrow_type.bit_width // 8
+        valid, nulls, n = [], 0, 0
         with open(path, "wb") as f:
-            for chunk in column.get_chunks():
+            for chunk in chunks:
                 if len(chunk) == 0:
                     continue
                 values = chunk.to_arrow()
                 data = memoryview(values.buffers()[1]).cast("B")
                 f.write(data[values.offset * width:(values.offset + len(values)) * width])
+                f.flush()  # on disk (in the page cache) before the next chunk is made
                 del values, data
+                n += len(chunk)
+                nulls += chunk.null_count()
+                valid.append(chunk.is_not_null() if chunk.null_count() else len(chunk))
                 self.release_over(WINDOW_RELEASE_BYTES)  # the chunk may be mapped (a range's number file)
         validity = None
-        if column.null_count():  # the validity bits (made in memory, an eighth of a byte a row) to a file too
-            valid = column.is_not_null().rechunk().to_arrow()
-            bits = valid.buffers()[1] if valid.offset == 0 else pa.array(valid.to_pylist()).buffers()[1]
+        if nulls:
+            bits = pl.concat([v if isinstance(v, pl.Series) else pl.repeat(True, v, dtype=pl.Boolean, eager=True)
+                              for v in valid]).rechunk().to_arrow()
+            buffer = bits.buffers()[1] if bits.offset == 0 else pa.array(bits.to_pylist()).buffers()[1]
             bits_path = path.with_suffix(".valid")
             with open(bits_path, "wb") as f:
-                f.write(bits)
-            del valid, bits
+                f.write(buffer)
+            del bits, buffer
             validity = pa.py_buffer(self._map_raw(bits_path))
-        values = pa.Array.from_buffers(arrow_type, len(column),
-                                       [validity, pa.py_buffer(self._map_raw(path))], null_count=column.null_count())
-        return pl.from_arrow(values).alias(column.name)
+        del valid
+        if n == 0:
+            return pl.Series(dtype=dtype)
+        values = pa.Array.from_buffers(arrow_type, n, [validity, pa.py_buffer(self._map_raw(path))],
+                                       null_count=nulls)
+        return pl.from_arrow(values)
 
     def _map_raw(self, path: Path) -> mmap.mmap:
         with open(path, "rb") as f:

@@ -401,6 +401,7 @@ def link_passes(request, monkeypatch):
 
     monkeypatch.setattr(b, "LINK_PART_ROWS", request.param)
     monkeypatch.setattr(rules, "OWNER_SLICE_ROWS", min(request.param, 3))
+    monkeypatch.setattr(rules, "GATHER_WINDOW_ROWS", min(request.param, 3))  # owner_row made in many windows
 
 
 def test_a_request_spread_over_two_users_is_not_used(log, build, link_passes):

@@ -69,7 +69,7 @@ def test_build_with_texts_on_disk_or_in_pieces_writes_the_same_bytes(build, tmp_
     from data import filters, rules, split
 
     buckets, turn_buckets = [], rules.turn_buckets
-    monkeypatch.setattr(rules, "turn_buckets", lambda events, n: buckets.append(n) or turn_buckets(events, n))
+    monkeypatch.setattr(rules, "turn_buckets", lambda events, n, *a: buckets.append(n) or turn_buckets(events, n, *a))
     for config in ({"test_fraction": 0.3, "max_line_bytes": 2000},
                    {"test_fraction": 0.3, "max_line_bytes": 2000, "redact": ["email"], "near_duplicate_prompts": True},
                    {"kinds": ["sft", "kto"], "split_by": "session", "max_line_bytes": 2000}):
@@ -198,6 +198,57 @@ def test_held_columns_come_back_in_one_chunk(tmp_path):
         assert held.dtype == column.dtype and held.n_chunks() == 1
         assert_series_equal(held, column)
         assert_series_equal(held.to_physical(), column.to_physical())
+
+
+def test_a_column_built_in_pieces_is_written_as_it_comes_and_mapped_back_whole(tmp_path):
+    spill = textspill.TextSpill(tmp_path)
+    pieces = [pl.Series([1, None, 3]), pl.Series([], dtype=pl.Int64), pl.Series(range(10)),
+              pl.concat([pl.Series([None, 5]), pl.Series([6])], rechunk=False)]
+    made = []
+
+    def one_at_a_time():
+        for piece in pieces:
+            made.append(len(made))
+            yield piece
+            assert (tmp_path / "owners.raw").stat().st_size == 4 * sum(len(p) for p in pieces[:len(made)])
+
+    held = spill.hold_pieces("owners", one_at_a_time(), pl.UInt32)
+    assert held.n_chunks() == 1 and held.name == "owners" and len(made) == len(pieces)
+    assert_series_equal(held, pl.concat(pieces).cast(pl.UInt32), check_names=False)
+    assert (tmp_path / "owners.valid").exists()
+    for name, pieces_ in (("none", [pl.Series(range(5)), pl.Series(range(3))]), ("empty", [])):
+        held = spill.hold_pieces(name, iter(pieces_), pl.UInt16)
+        expected = pl.concat(pieces_).cast(pl.UInt16) if pieces_ else pl.Series([], dtype=pl.UInt16)
+        assert_series_equal(held, expected, check_names=False)
+    assert not (tmp_path / "none.valid").exists()  # no nulls, no validity bits
+
+
+def test_link_and_the_turn_buckets_keep_their_columns_on_disk(tmp_path, monkeypatch):
+    """owner_row (4 bytes an event) and the turn buckets (2) are made a window at a time straight into files:
+    the same values as in memory, never a column as long as the log in the process's memory."""
+    from data import build as b
+    from data import rules
+
+    path = tmp_path / "log.jsonl"
+    _log_with_every_kind_of_line(path)
+    monkeypatch.setattr(rules, "GATHER_WINDOW_ROWS", 5)
+    monkeypatch.setattr(rules, "OWNER_SLICE_ROWS", 5)
+    read = ev.read_events([path], spill_dir=tmp_path, keys=True)
+    events = read.events.with_row_index("row").select(rules.LIGHT_COLUMNS)
+    results = {}
+    for name, store in (("memory", rules.InMemory()), ("disk", read.texts)):
+        drops = rules.Drops()
+        linked, alive, orphans = rules.link_events(events, drops, parts=3, store=store)
+        results[name] = (linked, alive, orphans, drops.steps, rules.turn_buckets(linked, 4, store))
+    memory, disk = results["memory"], results["disk"]
+    assert_frame_equal(disk[0], memory[0])
+    for a, b_ in zip(disk[1:3] + disk[4:], memory[1:3] + memory[4:]):
+        assert_series_equal(a, b_)
+    assert [(r, rows.to_list()) for r, rows in disk[3]] == [(r, rows.to_list()) for r, rows in memory[3]]
+    assert memory[0]["owner_row"].null_count() == len(memory[2]) > 0  # orphans have no owner
+    for column, file, width in ((disk[0]["owner_row"], "owner_row.raw", 4), (disk[4], "turn_bucket.raw", 2)):
+        assert column.n_chunks() == 1 and (tmp_path / file).stat().st_size == len(column) * width
+    assert len(list(tmp_path.glob("owners-*.arrow"))) >= 2  # the pairs each pass found, on disk too
 
 
 def test_a_pass_over_mapped_columns_hands_back_their_pages_after_each_window(tmp_path, monkeypatch):
