@@ -21,16 +21,16 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from itertools import accumulate
+from itertools import accumulate, chain
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import orjson
 import polars as pl
 
 from data import rules
 from data.config import BuildConfig
-from data.events import KEYED_IDS, QuarantinedLine, ReadResult, id_key, read_events
+from data.events import KEYED_IDS, Quarantine, QuarantinedLine, ReadResult, id_key, read_events
 from data.records import FEEDBACK_ON_GENERATION, SCHEMA_VERSION, parse_ts
 from data.rules import Drops
 
@@ -67,7 +67,8 @@ class BuildState:
     drops: Drops = field(default_factory=Drops)
     duplicates: int = 0
     applied: pl.Series | None = None  # forget rows (used: they were applied)
-    quarantine: list[QuarantinedLine] = field(default_factory=list)
+    # Conflicting duplicates the rules set aside (the read's quarantined lines are `read.quarantine`).
+    conflicts: Quarantine = field(default_factory=Quarantine)
     redactions: dict[str, int] = field(default_factory=dict)
     steps: list[dict] = field(default_factory=list)
     orphans: pl.Series | None = None  # event rows
@@ -77,6 +78,14 @@ class BuildState:
     timings: dict[str, float] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds of this process (all threads) per stage
     key_collisions: list[str] = field(default_factory=list)  # each made the build compute the id keys again
+
+    @property
+    def quarantined(self) -> int:
+        return len(self.read.quarantine) + len(self.conflicts)
+
+    def quarantine(self) -> Iterator[QuarantinedLine]:
+        """Every quarantined line: the read's, then the conflicting duplicates."""
+        return chain(self.read.quarantine, self.conflicts)
 
 
 def _resolve_config(config: BuildConfig | dict | str | Path | None, overrides: dict) -> BuildConfig:
@@ -151,7 +160,7 @@ def _build(inputs: list, out: Path, cfg: BuildConfig, progress, spill_dir: str |
     # From here on a thread keeps the spill's mapped pages in memory under a bound (TextSpill.paging).
     with read.texts.paging() if read.texts is not None else contextlib.nullcontext(), _arrow_system_memory(), \
             _release_after_windows(read.texts):
-        state = BuildState(config=cfg, read=read, quarantine=list(read.quarantine))
+        state = BuildState(config=cfg, read=read, conflicts=Quarantine(spill_dir))
         _release(state)  # the pages the read mapped
         state.timings["read"] = time.perf_counter() - t0
         state.cpu["read"] = _cpu() - c0
@@ -172,7 +181,7 @@ def _build(inputs: list, out: Path, cfg: BuildConfig, progress, spill_dir: str |
                 state.key_collisions = [*state.key_collisions, str(exc)]
                 read.events = rekeyed(read.events, read.key_seed + 1, read.texts)
                 read.key_seed += 1
-                state = BuildState(config=cfg, read=read, quarantine=list(read.quarantine), timings=state.timings,
+                state = BuildState(config=cfg, read=read, conflicts=Quarantine(spill_dir), timings=state.timings,
                                    cpu=state.cpu, key_collisions=state.key_collisions)
         manifest_base = account(state, examples)
         if progress:
@@ -274,7 +283,7 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
         state.duplicates = len(repeated)
         state.dedupe_rows = pl.concat([repeated, conflicting["row"]]).cast(pl.UInt32)
         for r in conflicting.iter_rows(named=True):
-            state.quarantine.append(QuarantinedLine(
+            state.conflicts.append(QuarantinedLine(
                 r["source"], r["line"], "event_id",
                 f"conflicting duplicate: event_id {r['event_id']!r} appears with different content",
                 _row_json(r)))
@@ -565,7 +574,7 @@ def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
     drops = dict(sorted(drops.items(), key=lambda kv: (-kv[1], kv[0])))
     used = int(used.sum())
     dropped = sum(drops.values())
-    quarantined = len(state.quarantine)
+    quarantined = state.quarantined
     total = used + dropped + state.duplicates + quarantined
     accounting = {"read": read.lines_read, "used": used, "dropped": dropped, "duplicate": state.duplicates,
                   "quarantined": quarantined, "balanced": total == read.lines_read}
@@ -823,7 +832,7 @@ def write_build(tmp: Path, state: BuildState, tables: dict[str, pl.DataFrame], b
         outputs[kind] = {"sha256": sha256_json({name: digest for name, (digest, _) in sorted(written.items())})}
 
     with open(tmp / "quarantine.jsonl", "wb") as f:
-        for q in state.quarantine:
+        for q in state.quarantine():
             f.write(orjson.dumps(q.to_dict()) + b"\n")
     with open(tmp / "orphans.jsonl", "wb") as f:
         if state.orphans is not None and len(state.orphans):
@@ -845,7 +854,7 @@ def write_build(tmp: Path, state: BuildState, tables: dict[str, pl.DataFrame], b
         "drops": base["drops"],
         "example_drops": _example_drops(tables),
         "duplicates": state.duplicates,
-        "quarantined": len(state.quarantine),
+        "quarantined": state.quarantined,
         "accounting": base["accounting"],
         "redactions": state.redactions,
         "id_keys": {"seed": state.read.key_seed, "collisions": state.key_collisions},

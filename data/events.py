@@ -83,6 +83,53 @@ class QuarantinedLine:
                 "raw": self.raw}
 
 
+class Quarantine:
+    """Quarantined lines in the order they were found. The first `memory_lines` stay in memory (the first errors,
+    which strict mode names); with a folder, the rest go to a JSON-lines file there as they come, so a log with
+    many bad lines (each kept raw, up to 100 KB) does not fill memory. Iterating gives them all, in order."""
+
+    MEMORY_LINES = 1000
+
+    def __init__(self, folder: str | os.PathLike | None = None, memory_lines: int | None = None):
+        self.folder = Path(folder) if folder is not None else None
+        self.memory_lines = self.MEMORY_LINES if memory_lines is None else memory_lines
+        self.first: list[QuarantinedLine] = []
+        self.path: Path | None = None  # the file of the rest, once there is a rest
+        self._file = None
+        self._count = 0
+
+    def append(self, q: QuarantinedLine) -> None:
+        self._count += 1
+        if self.folder is None or len(self.first) < self.memory_lines:
+            self.first.append(q)
+            return
+        if self._file is None:
+            import tempfile
+
+            fd, name = tempfile.mkstemp(prefix="quarantine-", suffix=".jsonl", dir=self.folder)
+            self._file, self.path = os.fdopen(fd, "wb"), Path(name)
+        self._file.write(orjson.dumps(q.to_dict()) + b"\n")
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, i: int) -> QuarantinedLine:
+        return self.first[i]
+
+    def __iter__(self) -> Iterator[QuarantinedLine]:
+        yield from self.first
+        if self.path is not None:
+            self._file.flush()
+            yield from quarantine_file(self.path)
+
+
+def quarantine_file(path: str | os.PathLike) -> Iterator[QuarantinedLine]:
+    """The entries of a quarantine file (`Quarantine.path`), one at a time."""
+    with open(path, "rb") as f:
+        for line in f:
+            yield QuarantinedLine(**orjson.loads(line))
+
+
 @dataclass
 class InputFile:
     path: str
@@ -103,7 +150,7 @@ class ReadResult:
     """Everything the reader saw: valid events, quarantined lines, and lines filtered before parsing."""
 
     events: pl.DataFrame
-    quarantine: list[QuarantinedLine] = field(default_factory=list)
+    quarantine: Quarantine = field(default_factory=Quarantine)
     inputs: list[InputFile] = field(default_factory=list)
     # With `read_events(..., spill_dir=...)`: the files the text columns of `events` are mapped from.
     texts: TextSpill | None = None
@@ -452,7 +499,7 @@ def read_events(
         paths = [paths]
     files = expand_inputs(paths)
     workers = workers or min(os.cpu_count() or 1, 4)
-    result = ReadResult(events=empty_events(keys))
+    result = ReadResult(events=empty_events(keys), quarantine=Quarantine(spill_dir))
     spill = TextSpill(spill_dir) if spill_dir is not None else None
     frames: list[pl.DataFrame] = []
     # One small integer per row instead of the file's name (the same for millions of rows).
@@ -548,10 +595,12 @@ def _iter_range_blocks(path: str, start: int, end: int, block_bytes: int = BLOCK
 
 
 def _read_range(path: str, start: int, end: int, max_line_bytes: int, progress=None, fast: bool = True,
-                segment: SegmentWriter | None = None, keys: bool = False) -> dict:
+                segment: SegmentWriter | None = None, keys: bool = False,
+                quarantine: Quarantine | None = None) -> dict:
     """One byte range of a file, with line numbers counted from the range's first line (1-based); with `segment`,
-    the text columns go to its file, and the rest to the table or, if it takes numbers too, to its number files."""
-    result = ReadResult(events=empty_events())
+    the text columns go to its file, and the rest to the table or, if it takes numbers too, to its number files.
+    Its quarantined lines go to `quarantine`."""
+    result = ReadResult(events=empty_events(), quarantine=quarantine if quarantine is not None else Quarantine())
     parser = _BlockParser(path, max_line_bytes, result, fast, keys)
     frames = []
     n = 0
@@ -577,11 +626,14 @@ def _range_worker_main(argv: list[str]) -> None:
     """Entry point of a reader subprocess: read one byte range, leave the table and the rest in `outdir`."""
     path, start, end, max_line_bytes, outdir = argv[0], int(argv[1]), int(argv[2]), int(argv[3]), Path(argv[4])
     segment = SegmentWriter(argv[6], numbers=True) if argv[6] != "-" else None
+    quarantine = Quarantine(outdir, memory_lines=0)  # every entry to a file, none held
     part = _read_range(path, start, end, max_line_bytes, fast=argv[5] == "fast", segment=segment,
-                       keys=argv[7] == "keys")
+                       keys=argv[7] == "keys", quarantine=quarantine)
     if part["events"] is not None:
         part["events"].write_ipc(outdir / "events.arrow", compression="uncompressed")
-    meta = {"quarantine": [q.to_dict() for q in part["quarantine"]], "blank": part["blank"],
+    if quarantine.path is not None:
+        quarantine._file.close()
+    meta = {"quarantine": str(quarantine.path) if quarantine.path else None, "blank": part["blank"],
             "oversized": part["oversized"], "lines": part["lines"], "numbers": part["numbers"]}
     (outdir / "meta.json").write_bytes(orjson.dumps(meta))
 
@@ -622,7 +674,8 @@ def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadRes
                  "fast" if fast else "python", str(spill.segment_path()) if spill is not None else "-",
                  "keys" if keys else "-"],
                 cwd=str(Path(__file__).resolve().parents[1]), stderr=subprocess.PIPE)))
-        parts = [_read_range(local, *ranges[0], max_line_bytes, progress, fast, first, keys)]
+        parts = [_read_range(local, *ranges[0], max_line_bytes, progress, fast, first, keys,
+                             Quarantine(spill.folder) if spill is not None else None)]
         for out, proc in procs:
             _, err = proc.communicate()
             if proc.returncode != 0:
@@ -630,23 +683,25 @@ def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadRes
             meta = orjson.loads((out / "meta.json").read_bytes())
             events = pl.read_ipc(out / "events.arrow") if (out / "events.arrow").exists() else None
             parts.append({"events": events, "numbers": meta["numbers"],
-                          "quarantine": [QuarantinedLine(**q) for q in meta["quarantine"]], "blank": meta["blank"],
-                          "oversized": [tuple(o) for o in meta["oversized"]], "lines": meta["lines"]})
-    frames = []
-    for part in parts:
-        offset = info.lines
-        events = part["events"] if part["events"] is not None else (
-            spill.map_numbers(part["numbers"]) if spill is not None else None)
-        if events is not None:
-            frames.append(events.with_columns(pl.lit(path).alias("source"), pl.col("line") + offset))
-        for q in part["quarantine"]:
-            q.source, q.line = path, q.line + offset
-            result.quarantine.append(q)
-        result.blank_lines += part["blank"]
-        result.oversized.extend((path, line + offset, size) for _, line, size in part["oversized"])
-        info.lines += part["lines"]
-        if progress is not None and part is not parts[0]:  # the first range reported as it went
-            progress(part["lines"])
+                          "quarantine": quarantine_file(meta["quarantine"]) if meta["quarantine"] else [],
+                          "blank": meta["blank"], "oversized": [tuple(o) for o in meta["oversized"]],
+                          "lines": meta["lines"]})
+        # Inside the folder: the subprocesses' quarantine files are read here, an entry at a time.
+        frames = []
+        for part in parts:
+            offset = info.lines
+            events = part["events"] if part["events"] is not None else (
+                spill.map_numbers(part["numbers"]) if spill is not None else None)
+            if events is not None:
+                frames.append(events.with_columns(pl.lit(path).alias("source"), pl.col("line") + offset))
+            for q in part["quarantine"]:
+                q.source, q.line = path, q.line + offset
+                result.quarantine.append(q)
+            result.blank_lines += part["blank"]
+            result.oversized.extend((path, line + offset, size) for _, line, size in part["oversized"])
+            info.lines += part["lines"]
+            if progress is not None and part is not parts[0]:  # the first range reported as it went
+                progress(part["lines"])
     return frames
 
 

@@ -205,6 +205,46 @@ def test_parallel_ranges_read_the_same_as_one_pass(tmp_path, monkeypatch):
     assert one.inputs[0].sha256 == two.inputs[0].sha256
 
 
+def test_many_bad_lines_wait_on_disk_and_come_back_in_order(build, tmp_path, monkeypatch):
+    """A log of many bad lines (each kept raw) does not fill memory: past the first few, the quarantined lines of
+    a build go to a file as they are read, by one process or several, and the quarantine file lists all of them
+    in input order, then the conflicting duplicates."""
+    import data.build as b
+    import data.events as events
+
+    log = Log()
+    lines = []
+    for i in range(200):
+        log.gen(f"g{i}", f"r{i}", f"answer {i}", user=f"u{i % 7}")
+        lines.append(json.dumps(log.events[-1]).encode())
+        lines.append(b'{"truncated": ' + str(i).encode())
+    conflict = dict(log.events[0], output="other content")
+    path = tmp_path / "log.jsonl"
+    path.write_bytes(b"\n".join(lines + [json.dumps(conflict).encode()]) + b"\n")
+    monkeypatch.setattr(events.Quarantine, "MEMORY_LINES", 3)
+    held = []
+    read_events = events.read_events
+
+    def reading(*a, **k):
+        result = read_events(*a, **k)
+        held.append((len(result.quarantine.first), result.quarantine.path))
+        return result
+
+    monkeypatch.setattr(b, "read_events", reading)
+    got = []
+    for parallel_from in (64 << 20, 1):
+        monkeypatch.setattr(events, "PARALLEL_MIN_BYTES", parallel_from)
+        m, out = build([path])
+        got.append((out / "quarantine.jsonl").read_bytes())
+        q = [json.loads(x) for x in got[-1].splitlines()]
+        assert m["quarantined"] == len(q) == 202  # the first copy of g0 conflicts with the last line as well
+        assert [e["line"] for e in q[:200]] == list(range(2, 401, 2))
+        assert all(e["raw"] == '{"truncated": ' + str(i) and e["source"] == str(path) for i, e in enumerate(q[:200]))
+        assert {e["line"] for e in q[200:]} == {1, 401} and {e["field"] for e in q[200:]} == {"event_id"}
+    assert got[0] == got[1]
+    assert [n for n, _ in held] == [3, 3] and all(p is not None for _, p in held)
+
+
 def test_reader_subprocess_falls_back_to_the_temp_folder_when_shared_memory_is_small(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
