@@ -23,7 +23,7 @@ import orjson
 import polars as pl
 
 from data.records import EVENT_TYPES, check_event
-from data.textspill import WINDOW_RELEASE_BYTES, SegmentWriter, TextSpill
+from data.textspill import _ENUM_FROM_CODES, WINDOW_RELEASE_BYTES, SegmentWriter, TextSpill
 
 try:  # the fast path (data/fastread.py) needs msgspec; without it every line takes the Python path
     import msgspec  # noqa: F401
@@ -501,16 +501,18 @@ def read_events(
     workers = workers or min(os.cpu_count() or 1, 4)
     result = ReadResult(events=empty_events(keys), quarantine=Quarantine(spill_dir))
     spill = TextSpill(spill_dir) if spill_dir is not None else None
-    frames: list[pl.DataFrame] = []
+    # Each frame read, with the number of the line before its first (a range read by a subprocess counts its
+    # lines from 1) and its file.
+    pieces: list[tuple[pl.DataFrame, int, str]] = []
     # One small integer per row instead of the file's name (the same for millions of rows).
     source = pl.Enum(files) if keys else pl.String
     # A thread keeps the pages of the spill's files that the read maps back under a bound (TextSpill.paging).
     with spill.paging() if spill is not None else contextlib.nullcontext():
         for path in files:
             info = InputFile(path=path)
-            first = len(frames)
             if workers > 1 and _splittable(path) and not path.endswith(".parquet"):
-                frames.extend(_read_parallel(path, max_line_bytes, workers, result, info, progress, fast, spill, keys))
+                pieces.extend((frame, offset, path) for frame, offset in _read_parallel(
+                    path, max_line_bytes, workers, result, info, progress, fast, spill, keys))
             else:
                 segment = spill.segment(numbers=True) if spill is not None else None
                 parser = _BlockParser(path, max_line_bytes, result, fast, keys)
@@ -519,22 +521,37 @@ def read_events(
                 else:
                     blocks = _read_lines(path, parser, info, progress)
                 if segment is None:
-                    frames.extend(blocks)
+                    pieces.extend((df, 0, path) for df in blocks)
                 else:
                     for df in blocks:
                         segment.take(df)  # texts and numbers to files: the reader holds one block
                     segment.close()
                     numbers = spill.map_numbers(segment.numbers_files())
                     if numbers is not None:
-                        frames.append(numbers)
-            if keys:
-                frames[first:] = [df.with_columns(source=pl.lit(path, dtype=source)) for df in frames[first:]]
+                        pieces.append((numbers, 0, path))
             # Hashed after it was parsed (from the page cache), on a thread: it overlaps the next file and the
             # build's rules, which leave a core free, rather than the parse, which keeps both busy.
             info.digest = _start_hash(path) if hash_inputs else ""
             result.lines_read += info.lines
             result.inputs.append(info)
-        if frames:
+        if pieces:
+            # With a spill, the line numbers and the files are made a frame at a time straight into files: made
+            # in memory for the whole read, they cost 8 and 1 bytes an event until held.
+            made_on_disk = spill is not None and keys and _ENUM_FROM_CODES
+            if made_on_disk:
+                codes = pl.Series(dtype=source).to_physical().dtype
+                line = spill.hold_pieces("column-line", (
+                    chunk + offset for df, offset, _ in pieces for chunk in df["line"].get_chunks()),
+                    pl.Int64).alias("line")
+                files_column = spill.hold_pieces("column-source", (
+                    pl.repeat(files.index(path), len(chunk), dtype=codes, eager=True)
+                    for df, _, path in pieces for chunk in df["line"].get_chunks()), codes)
+                files_column = files_column.cat.to(source).alias("source")
+                frames = [df.drop("line", "source") for df, _, _ in pieces]
+            else:
+                frames = [df.with_columns(pl.col("line") + offset, source=pl.lit(path, dtype=source))
+                          for df, offset, path in pieces]
+            del pieces
             events = pl.concat(frames, how="vertical", rechunk=False)
             del frames
             # One contiguous buffer per column: the build gathers rows by number, ~10x slower over many chunks.
@@ -547,6 +564,8 @@ def read_events(
                     spill.release_over(WINDOW_RELEASE_BYTES)  # the pages of the ranges' files this column was read from
                 else:
                     events = events.with_columns(events.get_column(name).rechunk())
+            if made_on_disk:
+                events = events.with_columns(line, files_column)
             if spill is not None:
                 events = pl.concat([events, spill.open(len(events))], how="horizontal")
             events = events.select(EVENT_COLUMNS + (KEY_COLUMNS if keys else []))
@@ -651,9 +670,11 @@ def _handover_dir(file_bytes: int) -> str | None:
 
 
 def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadResult, info: InputFile,
-                   progress, fast: bool, spill: TextSpill | None = None, keys: bool = False) -> list[pl.DataFrame]:
+                   progress, fast: bool, spill: TextSpill | None = None,
+                   keys: bool = False) -> list[tuple[pl.DataFrame, int]]:
     """Ranges 2..n in plain subprocesses (not multiprocessing: spawn would re-run the caller's __main__, fork
-    does not mix with Polars' threads), range 1 here; the subprocesses hand back Arrow IPC files."""
+    does not mix with Polars' threads), range 1 here; the subprocesses hand back Arrow IPC files. Returns each
+    range's frame with the number of the file's line before the range's first (its lines count from 1)."""
     import subprocess
     import sys
     import tempfile
@@ -693,7 +714,7 @@ def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadRes
             events = part["events"] if part["events"] is not None else (
                 spill.map_numbers(part["numbers"]) if spill is not None else None)
             if events is not None:
-                frames.append(events.with_columns(pl.lit(path).alias("source"), pl.col("line") + offset))
+                frames.append((events, offset))
             for q in part["quarantine"]:
                 q.source, q.line = path, q.line + offset
                 result.quarantine.append(q)
