@@ -343,8 +343,12 @@ class BatchFile:
     def write(self, part: pl.DataFrame) -> None:
         # A new file each time, never one already mapped (a build that starts its rules again makes new tables).
         path = self.spill.folder / f"{self.name}-{len(self.spill.maps):05d}.arrow"
-        part.write_ipc(path)
-        self.parts.append(self.spill._map(path))
+        # Enums as their codes, viewed as the Enum again once mapped: read back as Arrow dictionaries, Polars
+        # would copy the codes into memory (see `TextSpill.hold`).
+        enums = {n: t for n, t in part.schema.items() if isinstance(t, pl.Enum)} if _ENUM_FROM_CODES else {}
+        part.with_columns(pl.col(n).to_physical() for n in enums).write_ipc(path)
+        mapped = self.spill._map(path)
+        self.parts.append(mapped.with_columns(mapped[n].cat.to(t) for n, t in enums.items()))
 
     def frame(self) -> pl.DataFrame:
         return pl.concat(self.parts, rechunk=False)
