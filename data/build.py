@@ -392,7 +392,11 @@ def _check_keys(full: pl.DataFrame, texts) -> None:
     for key, name in KEYED_IDS.items():
         if key not in full.columns:  # event_key: dedupe compares the event_id strings themselves
             continue
-        by_part = [_Buffered(texts.batches(f"keys-{key}") if parts > 1 else rules.Parts()) for _ in range(parts)]
+        # What waits in memory for all parts together is bounded (parts grow with the log), down to a floor
+        # that keeps the files (and maps) each part makes few.
+        buffer_rows = max(_Buffered.MIN_ROWS, _Buffered.TOTAL_ROWS // parts)
+        by_part = [_Buffered(texts.batches(f"keys-{key}") if parts > 1 else rules.Parts(), buffer_rows)
+                   for _ in range(parts)]
         for pairs in _slices(full, texts, lambda part: pl.DataFrame(
                 {"k": part[key], "h": part[name].hash(0xC0FFEE)}).drop_nulls("k").unique()):
             for p, part in enumerate(by_part):
@@ -411,17 +415,18 @@ def _check_keys(full: pl.DataFrame, texts) -> None:
 
 
 class _Buffered:
-    """Parts gathered in memory up to BUFFER_ROWS rows, then written to `into` as one (fewer, larger files)."""
+    """Parts gathered in memory up to `rows` rows, then written to `into` as one (fewer, larger files)."""
 
-    BUFFER_ROWS = 250_000
+    TOTAL_ROWS = 2_000_000  # over all the buffers of one check: 32 MB of (key, hash) pairs
+    MIN_ROWS = 50_000
 
-    def __init__(self, into):
-        self.into, self.pending, self.rows, self.written = into, [], 0, False
+    def __init__(self, into, rows: int):
+        self.into, self.pending, self.rows, self.written, self.limit = into, [], 0, False, rows
 
     def write(self, part: pl.DataFrame) -> None:
         self.pending.append(part)
         self.rows += len(part)
-        if self.rows >= self.BUFFER_ROWS:
+        if self.rows >= self.limit:
             self._flush()
 
     def _flush(self) -> None:
