@@ -11,7 +11,8 @@ duplicates, quarantined, redactions), the datasets' rows (as sets: the order of 
 the quarantine and the orphans; or both must fail. For refactors of `data/` that should change no result.
 `--collide` makes every id of one length share a key in this tree, so each build goes through the re-keying.
 `--piece-rows 5` links this tree's events in many passes, builds its turns in many small buckets and writes each
-split in many small ranges, and gathers the event columns in small windows.
+split in many small ranges, gathers the event columns in small windows, and keeps only 5 quarantined lines in
+memory (the rest go to a file).
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def main() -> int:
     ap.add_argument("--examples", type=int, default=200)
     ap.add_argument("--collide", action="store_true")
     ap.add_argument("--piece-rows", type=int, default=None,
-                    help="build this tree in pieces of this many rows: link passes, turn buckets, write ranges, scans")
+                    help="build this tree in pieces of this many rows: link passes, turn buckets, write ranges, scans, "
+                         "quarantined lines held in memory")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     import datasets
@@ -84,6 +86,9 @@ def main() -> int:
         import data.split
 
         data.split.SLICE_ROWS = args.piece_rows
+        import data.events
+
+        data.events.Quarantine.MEMORY_LINES = args.piece_rows
     if args.collide:
         from data.events import KEY_SEED
         from tests.data.test_keys import collide_keys
