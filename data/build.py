@@ -529,17 +529,23 @@ def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
     def rows_in(rows: pl.Series) -> pl.Series:
         return rules.flags(n_events, rows.cast(pl.UInt32))
 
-    def sources(t: pl.DataFrame, kept: bool):  # (rows, drop) of the events the examples were built from, by column
+    def sources(t: pl.DataFrame, kept: bool):
+        """(rows, drop) of the events the examples were built from, a slice of the table and a column at a time
+        (as much as the slice's examples: the whole table's would grow with the log)."""
         which = pl.col("drop").is_null() if kept else pl.col("drop").is_not_null()
-        for c in rules.src_columns(t):
-            yield t.lazy().filter(which & pl.col(c).is_not_null()).select(pl.col(c).alias("row"), "drop").collect()
+        for start in range(0, len(t), SCAN_ROWS):
+            part = t.slice(start, SCAN_ROWS)
+            for c in rules.src_columns(t):
+                yield part.lazy().filter(which & pl.col(c).is_not_null()).select(pl.col(c).alias("row"), "drop") \
+                    .collect()
             release()
 
     gone = rows_in(state.dedupe_rows if state.dedupe_rows is not None else pl.Series("row", [], pl.UInt32))
     used = rows_in(state.applied)
     for t in tables.values():
         for src in sources(t, kept=True):
-            used = used | rows_in(src["row"])
+            if len(src):
+                used.scatter(src["row"].cast(pl.UInt32), True)
     # Step drops: each row under the one reason its step gave it (a row dropped twice is a bug).
     step = state.drops.steps
     dropped = rows_in(pl.concat([rows for _, rows in step]) if step else pl.Series("row", [], pl.UInt32))
@@ -564,12 +570,17 @@ def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
         for src in sources(t, kept=False):
             src = src.filter(~settled.gather(src["row"]))
             np.minimum.at(first, src["row"].to_numpy(), src["drop"].to_physical().to_numpy())
-    counts = np.bincount(first[first != 255], minlength=len(EXAMPLE_REASONS))
-    for code, n in enumerate(counts.tolist()):
+    # By window: np.bincount works on a copy of its input as machine-wide integers (8 bytes an event).
+    counts = sum(np.bincount(first[i:i + SCAN_ROWS], minlength=256) for i in range(0, n_events, SCAN_ROWS)) \
+        if n_events else np.zeros(256, dtype=np.int64)  # 255: no example reason
+    for code, n in enumerate(counts[:len(EXAMPLE_REASONS)].tolist()):
         if n:
             drops[EXAMPLE_REASONS[code]] = drops.get(EXAMPLE_REASONS[code], 0) + n
-    # Counted row by row, not by subtraction, so that a row counted twice or never breaks the balance below.
-    no_signal = int((~(settled | pl.Series(first != 255))).sum())
+    if counts[len(EXAMPLE_REASONS):255].any():
+        raise AccountingError("an example reason outside the known ones (a bug in the builder)")
+    # Counted row by row, not by subtraction from the total, so that a row counted twice or never breaks the
+    # balance below: the rows neither settled nor given an example reason (only unsettled rows get one).
+    no_signal = int((~settled).sum()) - (n_events - int(counts[255]))
     if no_signal:
         drops["no_signal"] = no_signal
     if read.blank_lines:
