@@ -9,7 +9,9 @@ benchmark (`scripts/bench_data.py`) gives the build's overall peak; this says wh
 A sample every 3 ms can miss a spike shorter than that: the printed `ru_maxrss` is the true peak. It also prints
 the peak size of the build's spill folder on disk.
 
-    --steps           also the anonymous memory at the start, peak and end of each rule function; the work the
+    --steps           also the anonymous memory at the start, peak and end of each rule function (and of the
+                      write's parts: a kind's kept examples read in order, a chunk made into Arrow, the split's
+                      summary; the two kinds are written side by side, so `materialize` counts both); the work the
                       build does on background threads runs in line, so that a step's figure is its own. Set
                       _RJEM_MALLOC_CONF=dirty_decay_ms:0,muzzy_decay_ms:0 to see what a step holds rather than
                       what Polars' allocator keeps.
@@ -126,7 +128,8 @@ def main() -> int:
         for module, names in ((rules, ["dedupe_events", "link_events", "apply_forget", "turns_in_play",
                                        "examples_of", "attach"]),
                               (build, ["select_tenant", "account", "write_build", "_check_keys",
-                                       "_event_features"]),
+                                       "_event_features", "_kept_with_order_keys", "materialize",
+                                       "_split_summary"]),
                               (filters, ["apply_filters"]), (split, ["assign_split"])):
             for name in names:
                 watched(module, name)
