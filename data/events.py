@@ -23,7 +23,7 @@ import orjson
 import polars as pl
 
 from data.records import EVENT_TYPES, check_event
-from data.textspill import _ENUM_FROM_CODES, WINDOW_RELEASE_BYTES, SegmentWriter, TextSpill
+from data.textspill import ENUM_FROM_CODES, WINDOW_RELEASE_BYTES, SegmentWriter, TextSpill
 
 try:  # the fast path (data/fastread.py) needs msgspec; without it every line takes the Python path
     import msgspec  # noqa: F401
@@ -110,6 +110,12 @@ class Quarantine:
             self._file, self.path = os.fdopen(fd, "wb"), Path(name)
         self._file.write(orjson.dumps(q.to_dict()) + b"\n")
 
+    def close(self) -> None:
+        """Done appending: the file, if any, is complete and closed."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
     def __len__(self) -> int:
         return self._count
 
@@ -119,7 +125,8 @@ class Quarantine:
     def __iter__(self) -> Iterator[QuarantinedLine]:
         yield from self.first
         if self.path is not None:
-            self._file.flush()
+            if self._file is not None:
+                self._file.flush()
             yield from quarantine_file(self.path)
 
 
@@ -537,7 +544,7 @@ def read_events(
         if pieces:
             # With a spill, the line numbers and the files are made a frame at a time straight into files: made
             # in memory for the whole read, they cost 8 and 1 bytes an event until held.
-            made_on_disk = spill is not None and keys and _ENUM_FROM_CODES
+            made_on_disk = spill is not None and keys and ENUM_FROM_CODES
             if made_on_disk:
                 codes = pl.Series(dtype=source).to_physical().dtype
                 line = spill.hold_pieces("column-line", (
@@ -650,8 +657,7 @@ def _range_worker_main(argv: list[str]) -> None:
                        keys=argv[7] == "keys", quarantine=quarantine)
     if part["events"] is not None:
         part["events"].write_ipc(outdir / "events.arrow", compression="uncompressed")
-    if quarantine.path is not None:
-        quarantine._file.close()
+    quarantine.close()
     meta = {"quarantine": str(quarantine.path) if quarantine.path else None, "blank": part["blank"],
             "oversized": part["oversized"], "lines": part["lines"], "numbers": part["numbers"]}
     (outdir / "meta.json").write_bytes(orjson.dumps(meta))
@@ -709,6 +715,7 @@ def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadRes
                           "lines": meta["lines"]})
         # Inside the folder: the subprocesses' quarantine files are read here, an entry at a time.
         frames = []
+        parts[0]["quarantine"].close()
         for part in parts:
             offset = info.lines
             events = part["events"] if part["events"] is not None else (

@@ -42,7 +42,7 @@ PAGER_BYTES = 128 << 20
 PAGER_EVERY_S = 0.01
 _VIEWS = pl.CompatLevel.newest()
 # Polars 2 views an enum's codes as the enum without a copy (`Series.cat.to`); older ones hold it as Arrow.
-_ENUM_FROM_CODES = hasattr(pl.Series([], dtype=pl.Enum([])).cat, "to")
+ENUM_FROM_CODES = hasattr(pl.Series([], dtype=pl.Enum([])).cat, "to")
 
 
 class SegmentWriter:
@@ -139,7 +139,7 @@ class TextSpill:
         mapped = []
         for name in frame.columns if columns is None else columns:
             column = frame.get_column(name)
-            enum = isinstance(column.dtype, pl.Enum) and _ENUM_FROM_CODES
+            enum = isinstance(column.dtype, pl.Enum) and ENUM_FROM_CODES
             raw = (column.dtype.is_integer() or column.dtype.is_float() or enum) and len(column) > 0
             path = self.folder / f"{prefix}-{name}.{'raw' if raw else 'arrow'}"
             if path.exists():
@@ -345,7 +345,7 @@ class BatchFile:
         path = self.spill.folder / f"{self.name}-{len(self.spill.maps):05d}.arrow"
         # Enums as their codes, viewed as the Enum again once mapped: read back as Arrow dictionaries, Polars
         # would copy the codes into memory (see `TextSpill.hold`).
-        enums = {n: t for n, t in part.schema.items() if isinstance(t, pl.Enum)} if _ENUM_FROM_CODES else {}
+        enums = {n: t for n, t in part.schema.items() if isinstance(t, pl.Enum)} if ENUM_FROM_CODES else {}
         part.with_columns(pl.col(n).to_physical() for n in enums).write_ipc(path)
         mapped = self.spill._map(path)
         self.parts.append(mapped.with_columns(mapped[n].cat.to(t) for n, t in enums.items()))

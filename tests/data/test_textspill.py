@@ -134,7 +134,7 @@ def test_the_keyed_table_is_all_mapped_from_disk(tmp_path):
             if p.suffix != ".valid"}
     assert sorted(held) == sorted(numbers)
     # Raw files of fixed-width values: numbers, and the Enums' codes (in Arrow, Polars would copy the codes).
-    assert {p.suffix for p in held.values()} == ({".raw"} if textspill._ENUM_FROM_CODES else {".arrow", ".raw"})
+    assert {p.suffix for p in held.values()} == ({".raw"} if textspill.ENUM_FROM_CODES else {".arrow", ".raw"})
     for name, file in held.items():
         assert events[name].n_chunks() == 1
         if file.suffix == ".arrow":
