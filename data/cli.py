@@ -45,7 +45,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     console = Console(highlight=False, soft_wrap=True)  # error lines stay whole, for grep and editors
     try:
-        report = validate_paths(args.paths)
+        report = validate_paths(args.paths, keep_errors=args.max_errors)
     except FileNotFoundError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2
@@ -53,10 +53,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
                   f"{report.invalid} invalid, {report.blank} blank")
     if report.events:
         console.print("events: " + ", ".join(f"{t} {n}" for t, n in report.events.items()))
-    for line in report.error_lines(args.max_errors):
+    for line in report.error_lines(None):
         console.print(line, markup=False)
-    if report.invalid > args.max_errors:
-        console.print(f"... and {report.invalid - args.max_errors} more")
+    if report.invalid > len(report.errors):
+        console.print(f"... and {report.invalid - len(report.errors)} more")
     return 0 if report.ok else 1
 
 

@@ -522,11 +522,7 @@ def read_events(
                     path, max_line_bytes, workers, result, info, progress, fast, spill, keys))
             else:
                 segment = spill.segment(numbers=True) if spill is not None else None
-                parser = _BlockParser(path, max_line_bytes, result, fast, keys)
-                if path.endswith(".parquet"):
-                    blocks = _read_parquet(path, parser, info)
-                else:
-                    blocks = _read_lines(path, parser, info, progress)
+                blocks = read_blocks(path, result, info, max_line_bytes, progress, fast, keys)
                 if segment is None:
                     pieces.extend((df, 0, path) for df in blocks)
                 else:
@@ -579,6 +575,15 @@ def read_events(
             result.events = events
     result.texts = spill
     return result
+
+
+def read_blocks(path: str, result: ReadResult, info: InputFile, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+                progress=None, fast: bool | None = None, keys: bool = False) -> Iterator[pl.DataFrame]:
+    """One file's valid events a block at a time, read in this process. Its quarantined, blank and oversized
+    lines go to `result`, its line count to `info`."""
+    parser = _BlockParser(path, max_line_bytes, result, fast, keys)
+    return _read_parquet(path, parser, info) if path.endswith(".parquet") else \
+        _read_lines(path, parser, info, progress)
 
 
 def _read_lines(path: str, parser: _BlockParser, info: InputFile, progress) -> Iterator[pl.DataFrame]:

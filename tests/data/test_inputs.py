@@ -159,6 +159,26 @@ def test_validate_reports_summary_and_first_errors(tmp_path, capsys):
     assert f"{bad}:2: value: must be +1 or -1" in printed
 
 
+def test_validate_counts_every_invalid_line_and_keeps_the_first_in_order(tmp_path):
+    """validate counts events block by block, so a large log is never held; of its invalid lines it keeps the
+    first few, file by file in the order given, the parse's and the oversized ones (set aside before parsing) in
+    line order, and counts all."""
+    from data.validate import validate_paths
+
+    log = small_log()
+    lines = [json.dumps(e).encode() for e in log.events]
+    lines[2:2] = [b'{"truncated": ' + str(i).encode() for i in range(50)]
+    lines.insert(1, b'{"pad": "' + b"x" * 3000 + b'"}')  # oversized, before every other invalid line
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_bytes(b"\n".join(lines) + b"\n")
+    b.write_bytes(b'{"truncated"\n')
+    report = validate_paths([b, a], max_line_bytes=2000, keep_errors=4)
+    assert report.invalid == 52 and report.oversized == 1 and report.valid == len(log.events)
+    assert report.events == {t: sum(e["type"] == t for e in log.events) for t in {e["type"] for e in log.events}}
+    assert [(e.source, e.line) for e in report.errors] == [(str(b), 1), (str(a), 2), (str(a), 4), (str(a), 5)]
+    assert "exceeds max_line_bytes" in report.errors[1].reason
+
+
 def test_load_events_gives_typed_columns_for_other_stages(tmp_path):
     import polars as pl
 
