@@ -839,7 +839,7 @@ def write_build(tmp: Path, state: BuildState, tables: dict[str, pl.DataFrame], b
     import concurrent.futures as cf
 
     kinds = [k for k in KINDS if k in cfg.kinds]
-    with cf.ThreadPoolExecutor(max_workers=2) as pool:
+    with cf.ThreadPoolExecutor(max_workers=WRITE_WORKERS) as pool:
         futures = {kind: pool.submit(write_kind, kind) for kind in kinds}
     for kind in kinds:
         written = futures[kind].result()
@@ -897,6 +897,8 @@ def _example_drops(tables: dict[str, pl.DataFrame]) -> dict[str, dict[str, int]]
     return out
 
 
+# Kinds written at once (see write_build).
+WRITE_WORKERS = 2
 # The distinct users and sessions of a split are counted over parts of the key space, each of at most this many
 # of the split's examples: what is held at once is a part's keys, not all of them.
 DISTINCT_PART_ROWS = 1_000_000

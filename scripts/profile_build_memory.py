@@ -16,6 +16,7 @@ the peak size of the build's spill folder on disk.
                       _RJEM_MALLOC_CONF=dirty_decay_ms:0,muzzy_decay_ms:0 to see what a step holds rather than
                       what Polars' allocator keeps.
     --piece-scale F   multiply the sizes of the build's pieces (turn buckets, key parts, write ranges) by F
+    --write-workers N write N kinds at once (default 2): 1 gives each part of the write's figure its own
     --where           also, for each place in `data/` where a thread of the build was when a sample was taken
                       (its innermost two frames), the highest file pages and anonymous memory seen there: which
                       code maps pages, or holds memory, at the peaks. Threads run side by side, so a place is
@@ -44,12 +45,15 @@ def main() -> int:
     ap.add_argument("--steps", action="store_true")
     ap.add_argument("--piece-scale", type=float, default=1.0)
     ap.add_argument("--where", action="store_true")
+    ap.add_argument("--write-workers", type=int, default=None)
     args = ap.parse_args()
     import data.build as build
     import data.filters as filters
     import data.rules as rules
     import data.split as split
 
+    if args.write_workers:
+        build.WRITE_WORKERS = args.write_workers
     for module, name in ((build, "LINK_PART_ROWS"), (build, "TURN_BUCKET_ROWS"), (build, "WRITE_RANGE_ROWS"),
                          (filters, "KEY_PART_ROWS")):
         setattr(module, name, max(1, int(getattr(module, name) * args.piece_scale)))
