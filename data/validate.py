@@ -18,13 +18,9 @@ class ValidationReport:
     valid: int = 0
     blank: int = 0
     oversized: int = 0
+    invalid: int = 0  # every invalid line
     errors: list[QuarantinedLine] = field(default_factory=list)  # the first of them
     events: dict[str, int] = field(default_factory=dict)
-    invalid_count: int | None = None  # every invalid line (None: as many as `errors`)
-
-    @property
-    def invalid(self) -> int:
-        return len(self.errors) if self.invalid_count is None else self.invalid_count
 
     @property
     def ok(self) -> bool:
@@ -40,7 +36,7 @@ def validate_paths(paths: Iterable[str | os.PathLike] | str, max_line_bytes: int
     """Check every line, a block at a time: the events are counted, not kept, so memory does not grow with the
     logs. `errors` holds the first `keep_errors` invalid lines in input order; `invalid` counts them all."""
     files = expand_inputs([paths] if isinstance(paths, (str, os.PathLike)) else paths)
-    report = ValidationReport(files=files, invalid_count=0)
+    report = ValidationReport(files=files)
     counts: dict[str, int] = {}
     for path in files:
         first = _FirstErrors(keep_errors)
@@ -52,7 +48,7 @@ def validate_paths(paths: Iterable[str | os.PathLike] | str, max_line_bytes: int
         report.lines += info.lines
         report.blank += result.blank_lines
         report.oversized += len(result.oversized)
-        report.invalid_count += first.count + len(result.oversized)
+        report.invalid += first.count + len(result.oversized)
         # The file's invalid lines in line order: the parse's, and the oversized ones, set aside before parsing.
         oversized = (QuarantinedLine(path, line, "$", f"line of {size} bytes exceeds max_line_bytes", "")
                      for _, line, size in result.oversized)
