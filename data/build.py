@@ -698,7 +698,34 @@ def materialize(kind: str, df: pl.DataFrame, texts: pl.DataFrame, take=None):
     schema = arrow_schema(kind)
     # The texts are copied once, here: Polars hands over its string views, the cast lays them out as `datasets`
     # reads them (an export to plain strings, then a cast of their offsets, would copy them twice).
-    return out.to_arrow(compat_level=pl.CompatLevel.newest()).cast(schema)
+    return _with_unused_bits_cleared(out.to_arrow(compat_level=pl.CompatLevel.newest()).cast(schema))
+
+
+def _with_unused_bits_cleared(table):
+    """`table` with its columns that hold nulls copied by an Arrow kernel (a take of every row). Polars leaves the
+    bits past a column's last row in the last byte of its validity bitmap as they were in memory, and the file
+    would carry them: the same examples could give other bytes, and another content hash. Arrow's kernels
+    clear them. Only the columns with nulls are copied: metadata, not the texts."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def has_nulls(column) -> bool:
+        t = column.type
+        if column.null_count:
+            return True
+        if pa.types.is_list(t) or pa.types.is_large_list(t):
+            return any(has_nulls(chunk.values) for chunk in column.chunks) if isinstance(column, pa.ChunkedArray) \
+                else has_nulls(column.values)
+        if pa.types.is_struct(t):
+            return any(has_nulls(column.field(i)) for i in range(t.num_fields)) \
+                if not isinstance(column, pa.ChunkedArray) else any(has_nulls(c) for c in column.chunks)
+        return False
+
+    if not any(has_nulls(c) for c in table.columns):
+        return table
+    every_row = pa.array(range(table.num_rows), type=pa.int64())
+    return pa.Table.from_arrays([pc.take(c, every_row) if has_nulls(c) else c for c in table.columns],
+                                schema=table.schema)
 
 
 def _gather_by_rows(texts: pl.DataFrame, df: pl.DataFrame, wants: dict[str, list[str]], take) -> dict:
