@@ -339,20 +339,19 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
                     t = t.with_columns(drop=pl.lit("kind_not_built", rules.DROP_REASON))
                 tables[k].write(t)
             release()
-        # Written once, read by every later step: mapped from disk like the events. The filters and the split add
-        # a byte an example (`drop`, `split`), held on disk after the split. A column a file, in one chunk: the
-        # columns those steps add have one chunk, and Polars copies a table whose columns' chunks differ into
-        # memory to align them.
+        # Written once, read by every later step: mapped from disk like the events. The filters and the split
+        # make their labels (`drop`, `split`: a byte an example) a window at a time onto disk too. A column a file,
+        # in one chunk: the columns those steps add have one chunk, and Polars copies a table whose columns'
+        # chunks differ into memory to align them.
         tables = {k: _one_chunk(state, t.frame(), k) for k, t in tables.items()}
         del features, turns
     with _timed(state, "filters"):
-        tables = filters.apply_filters(tables, full, cfg, _take(state))
+        tables = filters.apply_filters(tables, full, cfg, _take(state), store=state.read.texts)
     with _timed(state, "split"):
         from data.split import assign_split
 
-        tables = assign_split(tables, cfg, full, _take(state), release=_window_release(state))
-        # The labels the filters and the split added (a byte an example each) wait for the write on disk too.
-        tables = {k: _one_chunk(state, t, k, ["drop", "split"]) for k, t in tables.items()}
+        tables = assign_split(tables, cfg, full, _take(state), release=_window_release(state),
+                              store=state.read.texts)
     check_keys()
     # The filters' columns go (memory per example); the write orders the examples by their keys in the events.
     return {kind: t.drop(c for c in t.columns if c in FILTER_ONLY_COLUMNS) for kind, t in tables.items()}

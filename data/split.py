@@ -15,7 +15,7 @@ import polars as pl
 
 from data.config import BuildConfig
 from data.filters import mark
-from data.rules import SPLIT, meta_of
+from data.rules import SPLIT, InMemory, in_key_part, meta_of, select_where
 from data.records import parse_ts
 
 
@@ -37,6 +37,10 @@ def cutoff_ms(value: str | int | None) -> int | None:
 # Examples are given their side a slice of this many at a time: their unit and time, gathered from the event
 # table, are held for one slice.
 SLICE_ROWS = 200_000
+# The units (users or sessions) are given their side a part of their keys at a time, about this many units each;
+# and the prompts of the test split are looked for in train a part of the prompt keys at a time, about this many
+# test examples each. What is held at once is a part's, not every unit's or every test prompt's.
+UNIT_PART_ROWS = 1_000_000
 
 
 def _slices(df: pl.DataFrame):
@@ -44,40 +48,75 @@ def _slices(df: pl.DataFrame):
 
 
 def assign_split(tables: dict[str, pl.DataFrame], cfg: BuildConfig, events: pl.DataFrame,
-                 take=None, release=lambda: None) -> dict[str, pl.DataFrame]:
+                 take=None, release=lambda: None, store=None) -> dict[str, pl.DataFrame]:
     """Examples carry the unit as a key (`user_key`, `session_key`) in the event table; the unit's id string, which
     the hash needs, is read from it (`take(column, rows)` gathers) for one example of each unit. `release()` is
-    called after each slice (the build hands back the mapped pages the gathers touched)."""
+    called after each slice (the build hands back the mapped pages the gathers touched). `store` (the build's
+    spill) holds what is built a slice at a time: the units, the `split` column, the `drop` labels."""
     unit = "user_key" if cfg.split_by == "user" else "session_key"
     take = take or (lambda column, rows: column.gather(rows))
-    # The unit of each example is its generation's, in the event table.
-    units = []
-    for t in tables.values():
-        for part in _slices(t.select("meta_row")):
-            units.append(part.with_columns(meta_of(events, part, unit)).unique(subset=unit, keep="first"))
-            release()
-    units = pl.concat(units).unique(subset=unit, keep="first")
-    ids = take(events[unit.replace("_key", "_id")], units["meta_row"]).to_list()
-    test = [k for k, u in zip(units[unit].to_list(), ids) if stable_fraction(u, cfg.split_seed) < cfg.test_fraction]
-    test_set = pl.Series(test, dtype=pl.UInt64).implode()
-    del units, ids
+    keep = store if store is not None else InMemory()
+    test_set = _test_units(tables, cfg, events, unit, take, release, keep).implode()
     cut = cutoff_ms(cfg.time_cutoff)
     side = pl.when(pl.col(unit).is_in(test_set)).then(pl.lit("test", SPLIT)).otherwise(pl.lit("train", SPLIT))
-    wrong_side = pl.lit(False) if cut is None else (
-        ((pl.col("split") == "test") & (pl.col("ts") < cut)) | ((pl.col("split") == "train") & (pl.col("ts") >= cut)))
+    wrong_side = ((pl.col("split") == "test") & (pl.col("ts") < cut)) | \
+        ((pl.col("split") == "train") & (pl.col("ts") >= cut)) if cut is not None else None
     out = {}
     for kind, df in tables.items():
-        parts = []
-        for part in _slices(df.select("meta_row")):
-            part = part.with_columns(meta_of(events, part, unit, "ts")).select(split=side, ts="ts")
-            parts.append(part.select("split", _wrong=wrong_side.fill_null(False)))
-            release()
-        parts = pl.concat(parts)
-        df = df.with_columns(parts["split"])
-        out[kind] = mark(df, pl.lit(parts["_wrong"]), "split_time_cutoff") if cut is not None else df
+        wrong = []  # positions of the examples on the wrong side of the time cutoff
+
+        def sides():
+            for start, part in zip(range(0, len(df), SLICE_ROWS), _slices(df.select("meta_row"))):
+                part = part.with_columns(meta_of(events, part, unit, "ts")).with_columns(split=side)
+                if wrong_side is not None:
+                    wrong.append(part.with_row_index("_i", offset=start).filter(wrong_side.fill_null(False))["_i"])
+                yield part["split"]
+                release()
+
+        df = df.with_columns(keep.hold_pieces(f"{kind}-split", sides(), SPLIT).alias("split"))
+        out[kind] = mark(df, pl.concat(wrong), "split_time_cutoff", store) if wrong else df
     if cfg.remove_test_prompts_from_train:
-        test_prompts = pl.concat([t.lazy().filter(pl.col("drop").is_null() & (pl.col("split") == "test"))
-                                  .select("_pk").unique().collect()["_pk"] for t in out.values()]).unique().implode()
-        out = {k: mark(t, (pl.col("split") == "train") & pl.col("_pk").is_in(test_prompts), "prompt_in_test")
-               for k, t in out.items()}
+        out = _remove_test_prompts_from_train(out, store)
     return out
+
+
+def _test_units(tables: dict[str, pl.DataFrame], cfg: BuildConfig, events: pl.DataFrame, unit: str, take,
+                release, keep) -> pl.Series:
+    """The keys of the units on the test side. Each slice's distinct units (with one example's event row, to read
+    the unit's id by) go to `keep`; they are then given their side a part of the keys at a time."""
+    units = keep.batches(f"split-{unit}")
+    for t in tables.values():
+        for part in _slices(t.select("meta_row")):
+            units.write(part.with_columns(meta_of(events, part, unit)).unique(subset=unit, keep="first"))
+            release()
+    units = units.frame()
+    parts = max(1, -(-len(units) // UNIT_PART_ROWS))
+    test = []
+    for p in range(parts):
+        mine = units if parts == 1 else select_where(units, [unit, "meta_row"], in_key_part(units[unit], parts, p))
+        mine = mine.unique(subset=unit, keep="first")
+        ids = take(events[unit.replace("_key", "_id")], mine["meta_row"]).to_list()
+        test.append(pl.Series([k for k, u in zip(mine[unit].to_list(), ids)
+                               if stable_fraction(u, cfg.split_seed) < cfg.test_fraction], dtype=pl.UInt64))
+        del mine, ids
+        release()
+    return pl.concat(test)
+
+
+def _remove_test_prompts_from_train(tables: dict[str, pl.DataFrame], store) -> dict[str, pl.DataFrame]:
+    """Drop the kept training examples, across SFT, DPO and KTO, whose prompt a kept test example has: a part of
+    the prompt keys at a time (of about UNIT_PART_ROWS test examples)."""
+    in_test = pl.col("drop").is_null() & (pl.col("split") == "test")
+    n_test = sum(int(t.select(in_test.sum()).item()) for t in tables.values())
+    parts = max(1, -(-n_test // UNIT_PART_ROWS))
+    found = {kind: [] for kind in tables}
+    for p in range(parts):
+        masks = {kind: pl.lit(True) if parts == 1 else pl.lit(in_key_part(t["_pk"], parts, p))
+                 for kind, t in tables.items()}
+        prompts = pl.concat([t.lazy().filter(in_test & masks[kind]).select("_pk").unique().collect()["_pk"]
+                             for kind, t in tables.items()]).unique().implode()
+        for kind, t in tables.items():
+            found[kind].append(t.lazy().with_row_index("_i").filter(
+                masks[kind] & (pl.col("split") == "train") & pl.col("_pk").is_in(prompts)).select("_i").collect()["_i"])
+        del prompts, masks
+    return {kind: mark(t, pl.concat(found[kind]), "prompt_in_test", store) for kind, t in tables.items()}

@@ -107,6 +107,18 @@ class TextSpill:
         self.folder = Path(folder)
         self.paths: list[Path] = []
         self.maps: list[mmap.mmap] = []
+        self._naming = threading.Lock()
+
+    def fresh_path(self, stem: str, suffix: str) -> Path:
+        """A path in the folder that no file has had (created empty, so that a step on another thread cannot take
+        it too): a mapped file must never be written again."""
+        with self._naming:
+            path, n = self.folder / f"{stem}{suffix}", 0
+            while path.exists():
+                n += 1
+                path = self.folder / f"{stem}-{n:05d}{suffix}"
+            path.touch()
+            return path
 
     def segment_path(self) -> Path:
         """The file of the next range of rows (a reader subprocess writes it itself)."""
@@ -141,9 +153,7 @@ class TextSpill:
             column = frame.get_column(name)
             enum = isinstance(column.dtype, pl.Enum) and ENUM_FROM_CODES
             raw = (column.dtype.is_integer() or column.dtype.is_float() or enum) and len(column) > 0
-            path = self.folder / f"{prefix}-{name}.{'raw' if raw else 'arrow'}"
-            if path.exists():
-                path = path.with_name(f"{prefix}-{name}-{len(self.maps)}{path.suffix}")
+            path = self.fresh_path(f"{prefix}-{name}", ".raw" if raw else ".arrow")
             if raw and enum:
                 # Its codes, mapped, viewed as the enum again: read back from an Arrow file (a dictionary array),
                 # Polars would copy the codes into memory (a byte an event for the event type).
@@ -169,9 +179,13 @@ class TextSpill:
         """The column of numbers made of `pieces` (Series, in row order, each consumed before the next is made),
         written to disk as they come and mapped back as one chunk: a column built a window at a time is never
         in memory whole."""
-        path = self.folder / f"{name}.raw"
-        if path.exists():
-            path = path.with_name(f"{name}-{len(self.maps)}.raw")
+        if isinstance(dtype, pl.Enum) and not ENUM_FROM_CODES:
+            return self.hold(pl.concat([p.cast(dtype) for p in pieces]).alias(name).to_frame(), prefix=name)[name]
+        if isinstance(dtype, pl.Enum):  # its codes, viewed as the enum again (see `hold`)
+            codes = self.hold_pieces(name, (p.cast(dtype).to_physical() for p in pieces),
+                                     pl.Series(dtype=dtype).to_physical().dtype)
+            return codes.cat.to(dtype)
+        path = self.fresh_path(name, ".raw")
         chunks = (chunk for piece in pieces for chunk in piece.cast(dtype).get_chunks())
         return self._write_fixed_width(chunks, dtype, path).alias(name)
 
@@ -342,7 +356,7 @@ class BatchFile:
 
     def write(self, part: pl.DataFrame) -> None:
         # A new file each time, never one already mapped (a build that starts its rules again makes new tables).
-        path = self.spill.folder / f"{self.name}-{len(self.spill.maps):05d}.arrow"
+        path = self.spill.fresh_path(f"{self.name}-{len(self.parts):05d}", ".arrow")
         # Enums as their codes, viewed as the Enum again once mapped: read back as Arrow dictionaries, Polars
         # would copy the codes into memory (see `TextSpill.hold`).
         enums = {n: t for n, t in part.schema.items() if isinstance(t, pl.Enum)} if ENUM_FROM_CODES else {}

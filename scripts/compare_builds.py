@@ -5,7 +5,7 @@
 
 Hypothesis draws logs from the property tests' strategy (every event type, junk lines, exact repeats, conflicting
 ids, tenants, forgets) and a config (split fraction and unit, near-duplicate prompts, a tenant, a minimum edit,
-two kinds, redaction). Each log is built by both codes: the baseline in one long-lived subprocess started in its
+two kinds, redaction, a time cutoff). Each log is built by both codes: the baseline in one long-lived subprocess started in its
 tree. They must agree on the manifest's counts (drops, example drops, accounting, examples, split units, events,
 duplicates, quarantined, redactions), the datasets' rows (as sets: the order of rows with equal times may differ),
 the quarantine and the orphans; or both must fail. For refactors of `data/` that should change no result.
@@ -85,7 +85,7 @@ def main() -> int:
         data.filters.KEY_PART_ROWS = args.piece_rows
         import data.split
 
-        data.split.SLICE_ROWS = args.piece_rows
+        data.split.SLICE_ROWS = data.split.UNIT_PART_ROWS = args.piece_rows
         import data.events
 
         data.events.Quarantine.MEMORY_LINES = args.piece_rows
@@ -103,7 +103,7 @@ def main() -> int:
     @settings(max_examples=args.examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(lines=capture_log(), fraction=st.sampled_from([0.0, 0.3, 0.5]), by=st.sampled_from(["user", "session"]),
            extra=st.sampled_from([{}, {"near_duplicate_prompts": True}, {"tenant": "acme"}, {"min_edit_chars": 5},
-                                  {"kinds": ["sft", "kto"]}, {"redact": ["email"]}]))
+                                  {"kinds": ["sft", "kto"]}, {"redact": ["email"]}, {"time_cutoff": 5_000}]))
     def check(lines, fraction, by, extra):
         seen["logs"] += 1
         folder = work / str(seen["logs"])

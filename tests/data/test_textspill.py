@@ -72,7 +72,8 @@ def test_build_with_texts_on_disk_or_in_pieces_writes_the_same_bytes(build, tmp_
     monkeypatch.setattr(rules, "turn_buckets", lambda events, n, *a: buckets.append(n) or turn_buckets(events, n, *a))
     for config in ({"test_fraction": 0.3, "max_line_bytes": 2000},
                    {"test_fraction": 0.3, "max_line_bytes": 2000, "redact": ["email"], "near_duplicate_prompts": True},
-                   {"kinds": ["sft", "kto"], "split_by": "session", "max_line_bytes": 2000}):
+                   {"kinds": ["sft", "kto"], "split_by": "session", "max_line_bytes": 2000, "test_fraction": 0.4,
+                    "time_cutoff": 1_790_000_120_000}):
         results = []
         ways = [(False, 64 << 20, 10**9), (True, 64 << 20, 10**9), (True, 64 << 20, 7), (False, 64 << 20, 7)]
         if "redact" in config:
@@ -88,12 +89,14 @@ def test_build_with_texts_on_disk_or_in_pieces_writes_the_same_bytes(build, tmp_
             monkeypatch.setattr(rules, "GATHER_WINDOW_ROWS", rows)
             monkeypatch.setattr(filters, "KEY_PART_ROWS", rows)
             monkeypatch.setattr(split, "SLICE_ROWS", rows)
+            monkeypatch.setattr(split, "UNIT_PART_ROWS", rows)  # the units given their side in many parts
             results.append(_outputs(*build([path], **config)))
         assert all(r == results[0] for r in results[1:]) and len(results) >= 4
         assert max(buckets) >= 5
         m = results[0][0]
         assert m["quarantined"] > 30 and m["duplicates"] >= 1 and m["drops"]["orphan"] == 1
         assert m["drops"]["oversized_line"] >= 1 and m["drops"]["forgotten_user"] > 0
+    assert m["drops"]["split_time_cutoff"] > 0 and m["examples"]["kto"]["test"] > 0
     assert not list(tmp_path.glob(".*texts-*"))  # the text files are removed with the build
 
 
@@ -249,6 +252,27 @@ def test_link_and_the_turn_buckets_keep_their_columns_on_disk(tmp_path, monkeypa
     for column, file, width in ((disk[0]["owner_row"], "owner_row.raw", 4), (disk[4], "turn_bucket.raw", 2)):
         assert column.n_chunks() == 1 and (tmp_path / file).stat().st_size == len(column) * width
     assert len(list(tmp_path.glob("owners-*.arrow"))) >= 2  # the pairs each pass found, on disk too
+
+
+def test_the_labels_of_the_filters_are_made_a_window_at_a_time_onto_disk(tmp_path, monkeypatch):
+    """A filter's `drop` labels (a byte an example), given as an expression or as positions, are made a window of
+    rows at a time into a file: the same labels as in memory, and an example keeps the first reason."""
+    from data import filters, rules
+
+    monkeypatch.setattr(rules, "GATHER_WINDOW_ROWS", 4)
+    spill = textspill.TextSpill(tmp_path)
+    df = pl.DataFrame({"x": range(11), "drop": pl.Series([None] * 3 + ["empty_output"] + [None] * 7,
+                                                         dtype=rules.DROP_REASON)})
+    for dropped in (pl.col("x") % 3 == 0, pl.Series([10, 0, 3, 7, 5], dtype=pl.UInt32)):
+        memory = filters.mark(df, dropped, "duplicate_example")
+        disk = filters.mark(df, dropped, "duplicate_example", spill)
+        assert_frame_equal(disk, memory)
+        assert disk["drop"].n_chunks() == 1
+    assert memory["drop"].to_list() == ["duplicate_example", None, None, "empty_output", None, "duplicate_example",
+                                        None, "duplicate_example", None, None, "duplicate_example"]
+    files = sorted(tmp_path.glob("drop*.raw"))
+    assert len(files) == 2 and all(f.stat().st_size == len(df) for f in files)  # the codes, a byte an example
+    assert filters.mark(df, pl.Series([], dtype=pl.UInt32), "duplicate_example", spill) is df  # nothing to write
 
 
 def test_a_pass_over_mapped_columns_hands_back_their_pages_after_each_window(tmp_path, monkeypatch):
