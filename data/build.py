@@ -564,14 +564,21 @@ def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
     # An event in no kept example and dropped by no step: the first reason (in filter order, which is the order of
     # the Enum) that removed an example built from it; else it carried no signal.
     settled = used | dropped | gone
-    first = np.full(n_events, 255, dtype=np.uint8)  # per event, the first example reason (its Enum code)
+    # Per event, the first example reason, as 255 - its Enum code (0: none, so that a new array is all zeros): a
+    # byte an event, in a file of the spill where the build has one.
+    first = state.read.texts.scratch("first-reason", n_events, np.uint8) if state.read.texts is not None \
+        else np.zeros(n_events, dtype=np.uint8)
     for t in tables.values():
         for src in sources(t, kept=False):
             src = src.filter(~settled.gather(src["row"]))
-            np.minimum.at(first, src["row"].to_numpy(), src["drop"].to_physical().to_numpy())
+            np.maximum.at(first, src["row"].to_numpy(), 255 - src["drop"].to_physical().to_numpy().astype(np.uint8))
     # By window: np.bincount works on a copy of its input as machine-wide integers (8 bytes an event).
-    counts = sum(np.bincount(first[i:i + SCAN_ROWS], minlength=256) for i in range(0, n_events, SCAN_ROWS)) \
-        if n_events else np.zeros(256, dtype=np.int64)  # 255: no example reason
+    counts = np.zeros(256, dtype=np.int64)
+    for i in range(0, n_events, SCAN_ROWS):
+        counts += np.bincount(first[i:i + SCAN_ROWS], minlength=256)
+        release()
+    counts = counts[::-1]  # by Enum code; 255: no example reason
+    del first
     for code, n in enumerate(counts[:len(EXAMPLE_REASONS)].tolist()):
         if n:
             drops[EXAMPLE_REASONS[code]] = drops.get(EXAMPLE_REASONS[code], 0) + n

@@ -233,6 +233,21 @@ class TextSpill:
         self.maps.append(mapped)
         return mapped
 
+    def scratch(self, name: str, n: int, dtype) -> "np.ndarray":
+        """A numpy array of `n` zeros over a writable map of a new file: a work array as long as the log whose
+        pages the pager hands back like the others' (the kernel keeps them in the page cache, or writes them out)."""
+        import numpy as np
+
+        dtype = np.dtype(dtype)
+        if n == 0:
+            return np.zeros(0, dtype=dtype)
+        path = self.fresh_path(name, ".raw")
+        with open(path, "r+b") as f:
+            f.truncate(n * dtype.itemsize)  # a file of zeros, not written until a value is set
+            mapped = mmap.mmap(f.fileno(), 0)
+        self.maps.append(mapped)
+        return np.frombuffer(mapped, dtype=dtype)
+
     def hold_batches(self, name: str, parts) -> pl.DataFrame:
         """Frames of the same columns (an iterable, each consumed before the next is made) written to one file, a
         record batch each, and mapped back: the result has one chunk per part."""

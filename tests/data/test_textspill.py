@@ -275,6 +275,21 @@ def test_the_labels_of_the_filters_are_made_a_window_at_a_time_onto_disk(tmp_pat
     assert filters.mark(df, pl.Series([], dtype=pl.UInt32), "duplicate_example", spill) is df  # nothing to write
 
 
+def test_a_scratch_array_lives_in_a_file_and_keeps_its_values_when_its_pages_are_handed_back(tmp_path):
+    """account's byte an event: zeros to start with, in a file of the spill; the pager may hand its pages back at
+    any moment, and what was set is still there."""
+    import numpy as np
+
+    spill = textspill.TextSpill(tmp_path)
+    first = spill.scratch("first-reason", 100_000, np.uint8)
+    assert first.dtype == np.uint8 and len(first) == 100_000 and not first.any()
+    np.maximum.at(first, np.array([5, 5, 99_999]), np.array([3, 7, 1], dtype=np.uint8))
+    spill.release()
+    assert first[5] == 7 and first[99_999] == 1 and int(first.sum()) == 8
+    assert [p.stat().st_size for p in tmp_path.glob("first-reason*.raw")] == [100_000]
+    assert len(spill.scratch("empty", 0, np.uint8)) == 0
+
+
 def test_a_pass_over_mapped_columns_hands_back_their_pages_after_each_window(tmp_path, monkeypatch):
     """A filter over whole mapped columns in one call maps all of them, faster than the pager can take them back;
     the rules' passes go a window at a time and call `rules.after_window` after each, which the build points at
