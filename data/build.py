@@ -708,30 +708,36 @@ def materialize(kind: str, df: pl.DataFrame, texts: pl.DataFrame, take=None):
 
 
 def _with_unused_bits_cleared(table):
-    """`table` with its columns that hold nulls copied by an Arrow kernel (a take of every row). Polars leaves the
-    bits past a column's last row in the last byte of its validity bitmap as they were in memory, and the file
-    would carry them: the same examples could give other bytes, and another content hash. Arrow's kernels
-    clear them. Only the columns with nulls are copied: metadata, not the texts."""
+    """`table` with the columns whose validity bitmaps have bits set past their last row copied by an Arrow kernel
+    (a take of every row), which clears them. Polars leaves those bits as they were in memory, and the file would
+    carry them: the same examples could give other bytes, and another content hash. Looking costs a byte a
+    bitmap; the copy is made only where a stray bit is."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    def has_nulls(column) -> bool:
-        t = column.type
-        if column.null_count:
-            return True
-        if pa.types.is_list(t) or pa.types.is_large_list(t):
-            return any(has_nulls(chunk.values) for chunk in column.chunks) if isinstance(column, pa.ChunkedArray) \
-                else has_nulls(column.values)
-        if pa.types.is_struct(t):
-            return any(has_nulls(column.field(i)) for i in range(t.num_fields)) \
-                if not isinstance(column, pa.ChunkedArray) else any(has_nulls(c) for c in column.chunks)
-        return False
-
-    if not any(has_nulls(c) for c in table.columns):
+    stray = [i for i, column in enumerate(table.columns) if any(_stray_bits(chunk) for chunk in column.chunks)]
+    if not stray:
         return table
     every_row = pa.array(range(table.num_rows), type=pa.int64())
-    return pa.Table.from_arrays([pc.take(c, every_row) if has_nulls(c) else c for c in table.columns],
+    return pa.Table.from_arrays([pc.take(c, every_row) if i in stray else c for i, c in enumerate(table.columns)],
                                 schema=table.schema)
+
+
+def _stray_bits(array) -> bool:
+    """Whether a validity bitmap of `array`, or of an array nested in it, has bits set in its last byte past its
+    last row (the bytes an Arrow file takes of it)."""
+    import pyarrow as pa
+
+    validity = array.buffers()[0]
+    end = array.offset + len(array)
+    if validity is not None and end % 8 and memoryview(validity)[end // 8] >> (end % 8):
+        return True
+    t = array.type
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _stray_bits(array.values)
+    if pa.types.is_struct(t):
+        return any(_stray_bits(array.field(i)) for i in range(t.num_fields))
+    return False
 
 
 def _gather_by_rows(texts: pl.DataFrame, df: pl.DataFrame, wants: dict[str, list[str]], take) -> dict:

@@ -121,6 +121,7 @@ def test_the_bits_past_the_last_row_of_a_validity_bitmap_do_not_reach_the_file()
     assert file_bytes(_with_unused_bits_cleared(dirty)) == file_bytes(_with_unused_bits_cleared(clean)) \
         == file_bytes(clean)
     assert _with_unused_bits_cleared(dirty).equals(dirty)  # the same values
+    assert _with_unused_bits_cleared(clean) is clean  # nothing to clear, nothing copied
 
 
 def test_split_by_user_keeps_users_sessions_and_turns_on_one_side(build):
