@@ -55,8 +55,8 @@ def assign_split(tables: dict[str, pl.DataFrame], cfg: BuildConfig, events: pl.D
     spill) holds what is built a slice at a time: the units, the `split` column, the `drop` labels."""
     unit = "user_key" if cfg.split_by == "user" else "session_key"
     take = take or (lambda column, rows: column.gather(rows))
-    keep = store if store is not None else InMemory()
-    test_set = _test_units(tables, cfg, events, unit, take, release, keep).implode()
+    spill_or_memory = store if store is not None else InMemory()
+    test_set = _test_units(tables, cfg, events, unit, take, release, spill_or_memory).implode()
     cut = cutoff_ms(cfg.time_cutoff)
     side = pl.when(pl.col(unit).is_in(test_set)).then(pl.lit("test", SPLIT)).otherwise(pl.lit("train", SPLIT))
     wrong_side = ((pl.col("split") == "test") & (pl.col("ts") < cut)) | \
@@ -73,7 +73,7 @@ def assign_split(tables: dict[str, pl.DataFrame], cfg: BuildConfig, events: pl.D
                 yield part["split"]
                 release()
 
-        df = df.with_columns(keep.hold_pieces(f"{kind}-split", sides(), SPLIT).alias("split"))
+        df = df.with_columns(spill_or_memory.hold_pieces(f"{kind}-split", sides(), SPLIT).alias("split"))
         out[kind] = mark(df, pl.concat(wrong), "split_time_cutoff", store) if wrong else df
     if cfg.remove_test_prompts_from_train:
         out = _remove_test_prompts_from_train(out, store)
@@ -81,10 +81,10 @@ def assign_split(tables: dict[str, pl.DataFrame], cfg: BuildConfig, events: pl.D
 
 
 def _test_units(tables: dict[str, pl.DataFrame], cfg: BuildConfig, events: pl.DataFrame, unit: str, take,
-                release, keep) -> pl.Series:
+                release, store) -> pl.Series:
     """The keys of the units on the test side. Each slice's distinct units (with one example's event row, to read
-    the unit's id by) go to `keep`; they are then given their side a part of the keys at a time."""
-    units = keep.batches(f"split-{unit}")
+    the unit's id by) go to `store`; they are then given their side a part of the keys at a time."""
+    units = store.batches(f"split-{unit}")
     for t in tables.values():
         for part in _slices(t.select("meta_row")):
             units.write(part.with_columns(meta_of(events, part, unit)).unique(subset=unit, keep="first"))

@@ -233,7 +233,7 @@ class TextSpill:
         self.maps.append(mapped)
         return mapped
 
-    def scratch(self, name: str, n: int, dtype) -> "np.ndarray":
+    def scratch(self, name: str, n: int, dtype):
         """A numpy array of `n` zeros over a writable map of a new file: a work array as long as the log whose
         pages the pager hands back like the others' (the kernel keeps them in the page cache, or writes them out)."""
         import numpy as np

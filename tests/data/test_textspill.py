@@ -229,7 +229,6 @@ def test_a_column_built_in_pieces_is_written_as_it_comes_and_mapped_back_whole(t
 def test_link_and_the_turn_buckets_keep_their_columns_on_disk(tmp_path, monkeypatch):
     """owner_row (4 bytes an event) and the turn buckets (2) are made a window at a time straight into files:
     the same values as in memory, never a column as long as the log in the process's memory."""
-    from data import build as b
     from data import rules
 
     path = tmp_path / "log.jsonl"
@@ -335,15 +334,17 @@ def test_the_pager_keeps_mapped_pages_under_its_bound_and_the_data_intact(tmp_pa
     spill.release()
     bound = base + (16 << 20)
     with spill.paging(limit=bound, every_s=0.001):
-        highest = 0
         for start in range(0, len(rows), 10_000):
             part = column.gather(rows.slice(start, 10_000))
             assert_series_equal(part, unpaged.slice(start, 10_000))
-            time.sleep(0.005)
-            highest = max(highest, textspill._file_rss())
-        # What a slice touches can pass the bound for one look of the pager; it never piles up.
-        assert highest < bound + (48 << 20)
+            # What a slice touches can pass the bound until the pager's next look, which on a loaded machine
+            # comes late; nothing here hands pages back but the pager, and they never pile up.
+            deadline = time.monotonic() + 5
+            while textspill._file_rss() > bound + (16 << 20) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert textspill._file_rss() <= bound + (16 << 20)
     assert_series_equal(column.gather(rows), unpaged)
+
 
 def test_a_full_disk_is_a_clear_error_and_leaves_the_old_output(tmp_path, monkeypatch):
     import errno
