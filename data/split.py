@@ -61,13 +61,14 @@ def assign_split(tables: dict[str, pl.DataFrame], cfg: BuildConfig, events: pl.D
     side = pl.when(pl.col(unit).is_in(test_set)).then(pl.lit("test", SPLIT)).otherwise(pl.lit("train", SPLIT))
     wrong_side = ((pl.col("split") == "test") & (pl.col("ts") < cut)) | \
         ((pl.col("split") == "train") & (pl.col("ts") >= cut)) if cut is not None else None
+    needs = [unit] if wrong_side is None else [unit, "ts"]
     out = {}
     for kind, df in tables.items():
         wrong = []  # positions of the examples on the wrong side of the time cutoff
 
         def sides():
             for start, part in zip(range(0, len(df), SLICE_ROWS), _slices(df.select("meta_row"))):
-                part = part.with_columns(meta_of(events, part, unit, "ts")).with_columns(split=side)
+                part = part.with_columns(meta_of(events, part, *needs)).with_columns(split=side)
                 if wrong_side is not None:
                     wrong.append(part.with_row_index("_i", offset=start).filter(wrong_side.fill_null(False))["_i"])
                 yield part["split"]
