@@ -17,6 +17,10 @@ the peak size of the build's spill folder on disk.
                       what Polars' allocator keeps.
     --piece-scale F   multiply the sizes of the build's pieces (turn buckets, key parts, write ranges) by F
     --write-workers N write N kinds at once (default 2): 1 gives each part of the write's figure its own
+    --read-only       only read the log as the build does (texts and numbers to a spill folder under --out) and
+                      print the anonymous memory the read leaves held, with the number of column chunks the
+                      mapped events have: run on two logs, the difference per chunk is what each mapped chunk
+                      costs to keep (the same allocator setting as --steps)
     --where           also, for each place in `data/` where a thread of the build was when a sample was taken
                       (its innermost two frames), the highest file pages and anonymous memory seen there: which
                       code maps pages, or holds memory, at the peaks. Threads run side by side, so a place is
@@ -31,6 +35,7 @@ import contextlib
 import os
 import resource
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -46,7 +51,10 @@ def main() -> int:
     ap.add_argument("--piece-scale", type=float, default=1.0)
     ap.add_argument("--where", action="store_true")
     ap.add_argument("--write-workers", type=int, default=None)
+    ap.add_argument("--read-only", action="store_true")
     args = ap.parse_args()
+    if args.read_only:
+        return read_only(args.log, Path(args.out))
     import data.build as build
     import data.filters as filters
     import data.rules as rules
@@ -166,6 +174,35 @@ def main() -> int:
         print(f"step {name:18s} anonymous MB: start {start / 1e6:5.0f}  peak {max(peak, start, end) / 1e6:5.0f}"
               f"  end {end / 1e6:5.0f}")
     return 0
+
+
+def read_only(log: str, out: Path) -> int:
+    import gc
+    import shutil
+
+    from data.events import read_events
+
+    out.mkdir(parents=True, exist_ok=True)
+    spill = Path(tempfile.mkdtemp(dir=out, prefix="spill-"))
+    try:
+        start = _anonymous()
+        read = read_events([log], spill_dir=spill, keys=True)
+        read.texts.release()
+        gc.collect()
+        held = _anonymous()
+        chunks = sum(read.events[c].n_chunks() for c in read.events.columns)
+        print(f"{log}: {read.lines_read} lines; anonymous memory {start / 1e6:.1f} MB before the read, "
+              f"{held / 1e6:.1f} MB held after it; the mapped events: {len(read.events.columns)} columns, "
+              f"{chunks} chunks")
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+    return 0
+
+
+def _anonymous() -> int:
+    with open("/proc/self/statm") as f:
+        fields = f.read().split()
+    return (int(fields[1]) - int(fields[2])) * os.sysconf("SC_PAGE_SIZE")
 
 
 if __name__ == "__main__":
