@@ -253,7 +253,7 @@ class TextSpill:
         record batch each, and mapped back: the result has one chunk per part."""
         import pyarrow as pa
 
-        path = self.folder / f"{name}.arrow"
+        path = self.fresh_path(name, ".arrow")
         writer = sink = None
         try:
             for part in parts:
