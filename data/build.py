@@ -160,7 +160,7 @@ def _build(inputs: list, out: Path, cfg: BuildConfig, progress, spill_dir: str |
     # From here on a thread keeps the spill's mapped pages in memory under a bound (TextSpill.paging).
     with read.texts.paging() if read.texts is not None else contextlib.nullcontext(), _arrow_system_memory(), \
             _release_after_windows(read.texts):
-        state = BuildState(config=cfg, read=read, conflicts=Quarantine(spill_dir))
+        state = BuildState(config=cfg, read=read, conflicts=Quarantine(spill_dir), drops=Drops(store=read.texts))
         _release(state)  # the pages the read mapped
         state.timings["read"] = time.perf_counter() - t0
         state.cpu["read"] = _cpu() - c0
@@ -181,8 +181,9 @@ def _build(inputs: list, out: Path, cfg: BuildConfig, progress, spill_dir: str |
                 state.key_collisions = [*state.key_collisions, str(exc)]
                 read.events = rekeyed(read.events, read.key_seed + 1, read.texts)
                 read.key_seed += 1
-                state = BuildState(config=cfg, read=read, conflicts=Quarantine(spill_dir), timings=state.timings,
-                                   cpu=state.cpu, key_collisions=state.key_collisions)
+                state = BuildState(config=cfg, read=read, conflicts=Quarantine(spill_dir),
+                                   drops=Drops(store=read.texts), timings=state.timings, cpu=state.cpu,
+                                   key_collisions=state.key_collisions)
         manifest_base = account(state, examples)
         if progress:
             progress("write", 0)
@@ -545,9 +546,13 @@ def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
         for src in sources(t, kept=True):
             if len(src):
                 used.scatter(src["row"].cast(pl.UInt32), True)
-    # Step drops: each row under the one reason its step gave it (a row dropped twice is a bug).
+    # Step drops: each row under the one reason its step gave it (a row dropped twice is a bug). Set step by step
+    # (the rows wait on disk: concatenated, they would be 4 bytes a dropped event in memory).
     step = state.drops.steps
-    dropped = rows_in(pl.concat([rows for _, rows in step]) if step else pl.Series("row", [], pl.UInt32))
+    dropped = rows_in(pl.Series("row", [], pl.UInt32))
+    for _, rows in step:
+        dropped.scatter(rows, True)
+        release()
     if int(dropped.sum()) != sum(len(rows) for _, rows in step):
         raise AccountingError("an event was dropped by two steps")
     both = used & dropped

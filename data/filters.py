@@ -15,21 +15,23 @@ import polars as pl
 
 from data import rules
 from data.config import BuildConfig
-from data.rules import DROP_REASON, flags, in_key_part, meta_of, rows_sharing
+from data.rules import DROP_REASON, flags, key_part, meta_of, rows_sharing
 
-# What a filter drops: an expression over the example table's columns, or the examples' positions (UInt32).
+# What a filter drops: an expression over the example table's columns, the examples' positions (UInt32), or a
+# mask as long as the table (Boolean: a bit an example, where positions cost 4 bytes a dropped example).
 Dropped = pl.Expr | pl.Series
 
 
 def mark(df: pl.DataFrame, dropped: Dropped, reason: str, store=None) -> pl.DataFrame:
     """`df` with the kept examples that `dropped` selects labelled `reason`. `store.hold_pieces` (the build's
     spill) holds the new `drop` column, made a window of rows at a time (`rules.GATHER_WINDOW_ROWS`)."""
-    if isinstance(dropped, pl.Series):
+    is_mask = isinstance(dropped, pl.Series) and dropped.dtype == pl.Boolean
+    if isinstance(dropped, pl.Series) and not is_mask:
         if len(dropped) == 0:
             return df
         dropped = dropped.cast(pl.UInt32).sort()
     if store is None:
-        mask = dropped if isinstance(dropped, pl.Expr) else pl.lit(flags(len(df), dropped))
+        mask = dropped if isinstance(dropped, pl.Expr) else pl.lit(dropped if is_mask else flags(len(df), dropped))
         return df.with_columns(drop=_labelled(mask, reason))
 
     def windows():
@@ -38,6 +40,8 @@ def mark(df: pl.DataFrame, dropped: Dropped, reason: str, store=None) -> pl.Data
             window = df.slice(start, size)
             if isinstance(dropped, pl.Expr):
                 mask = dropped
+            elif is_mask:
+                mask = pl.lit(dropped.slice(start, len(window)))
             else:
                 lo, hi = dropped.search_sorted(start), dropped.search_sorted(start + len(window))
                 mask = pl.lit(flags(len(window), dropped.slice(lo, hi - lo) - start))
@@ -73,7 +77,7 @@ def _by_prompt_part(df: pl.DataFrame, fn: Callable[[pl.Expr], pl.Series]) -> pl.
     parts = max(1, -(-len(df) // KEY_PART_ROWS))
     if parts == 1:
         return fn(pl.lit(True))
-    found = [fn(pl.lit(in_key_part(df["_pk"], parts, p))) for p in range(parts)]
+    found = [fn(key_part("_pk", parts, p)) for p in range(parts)]
     return pl.concat(found)
 
 

@@ -15,7 +15,7 @@ import polars as pl
 
 from data.config import BuildConfig
 from data.filters import mark
-from data.rules import SPLIT, InMemory, in_key_part, meta_of, select_where
+from data.rules import SPLIT, InMemory, in_key_part, key_part, meta_of, select_where
 from data.records import parse_ts
 
 
@@ -64,18 +64,18 @@ def assign_split(tables: dict[str, pl.DataFrame], cfg: BuildConfig, events: pl.D
     needs = [unit] if wrong_side is None else [unit, "ts"]
     out = {}
     for kind, df in tables.items():
-        wrong = []  # positions of the examples on the wrong side of the time cutoff
+        wrong = []  # whether each example is on the wrong side of the time cutoff (a bit an example)
 
         def sides():
-            for start, part in zip(range(0, len(df), SLICE_ROWS), _slices(df.select("meta_row"))):
+            for part in _slices(df.select("meta_row")):
                 part = part.with_columns(meta_of(events, part, *needs)).with_columns(split=side)
                 if wrong_side is not None:
-                    wrong.append(part.with_row_index("_i", offset=start).filter(wrong_side.fill_null(False))["_i"])
+                    wrong.append(part.select(wrong_side.fill_null(False)).to_series())
                 yield part["split"]
                 release()
 
         df = df.with_columns(spill_or_memory.hold_pieces(f"{kind}-split", sides(), SPLIT).alias("split"))
-        out[kind] = mark(df, pl.concat(wrong), "split_time_cutoff", store) if wrong else df
+        out[kind] = mark(df, pl.concat(wrong).rechunk(), "split_time_cutoff", store) if wrong else df
     if cfg.remove_test_prompts_from_train:
         out = _remove_test_prompts_from_train(out, store)
     return out
@@ -106,18 +106,20 @@ def _test_units(tables: dict[str, pl.DataFrame], cfg: BuildConfig, events: pl.Da
 
 def _remove_test_prompts_from_train(tables: dict[str, pl.DataFrame], store) -> dict[str, pl.DataFrame]:
     """Drop the kept training examples, across SFT, DPO and KTO, whose prompt a kept test example has: a part of
-    the prompt keys at a time (of about UNIT_PART_ROWS test examples)."""
+    the prompt keys at a time (of about UNIT_PART_ROWS test examples). Each part's drops are marked as an
+    expression over the tables, not as a list of positions (4 bytes a dropped example, a third of the training
+    examples in a log whose users share prompts)."""
     in_test = pl.col("drop").is_null() & (pl.col("split") == "test")
     n_test = sum(int(t.select(in_test.sum()).item()) for t in tables.values())
     parts = max(1, -(-n_test // UNIT_PART_ROWS))
-    found = {kind: [] for kind in tables}
     for p in range(parts):
-        masks = {kind: pl.lit(True) if parts == 1 else pl.lit(in_key_part(t["_pk"], parts, p))
-                 for kind, t in tables.items()}
-        prompts = pl.concat([t.lazy().filter(in_test & masks[kind]).select("_pk").unique().collect()["_pk"]
-                             for kind, t in tables.items()]).unique().implode()
-        for kind, t in tables.items():
-            found[kind].append(t.lazy().with_row_index("_i").filter(
-                masks[kind] & (pl.col("split") == "train") & pl.col("_pk").is_in(prompts)).select("_i").collect()["_i"])
-        del prompts, masks
-    return {kind: mark(t, pl.concat(found[kind]), "prompt_in_test", store) for kind, t in tables.items()}
+        part = pl.lit(True) if parts == 1 else key_part("_pk", parts, p)
+        prompts = pl.concat([t.lazy().filter(in_test & part).select("_pk").unique().collect()["_pk"]
+                             for t in tables.values()]).unique()
+        if prompts.is_empty():
+            continue
+        # The examples of other parts have other keys: a part's marks never touch the test prompts of the next.
+        dropped = part & (pl.col("split") == "train") & pl.col("_pk").is_in(prompts.implode())
+        tables = {kind: mark(t, dropped, "prompt_in_test", store) for kind, t in tables.items()}
+        del prompts, dropped
+    return tables

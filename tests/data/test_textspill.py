@@ -239,7 +239,7 @@ def test_link_and_the_turn_buckets_keep_their_columns_on_disk(tmp_path, monkeypa
     events = read.events.with_row_index("row").select(rules.LIGHT_COLUMNS)
     results = {}
     for name, store in (("memory", rules.InMemory()), ("disk", read.texts)):
-        drops = rules.Drops()
+        drops = rules.Drops(store=read.texts if name == "disk" else None)
         linked, alive, orphans = rules.link_events(events, drops, parts=3, store=store)
         results[name] = (linked, alive, orphans, drops.steps, rules.turn_buckets(linked, 4, store))
     memory, disk = results["memory"], results["disk"]
@@ -251,26 +251,39 @@ def test_link_and_the_turn_buckets_keep_their_columns_on_disk(tmp_path, monkeypa
     for column, file, width in ((disk[0]["owner_row"], "owner_row.raw", 4), (disk[4], "turn_bucket.raw", 2)):
         assert column.n_chunks() == 1 and (tmp_path / file).stat().st_size == len(column) * width
     assert len(list(tmp_path.glob("owners-*.arrow"))) >= 2  # the pairs each pass found, on disk too
+    # The rows each step dropped wait on disk for the accounting (4 bytes a dropped event).
+    for reason, rows in disk[3]:
+        files = list(tmp_path.glob(f"drops-{reason}*.raw"))
+        assert len(files) == 1 and files[0].stat().st_size == 4 * len(rows) and rows.n_chunks() == 1
 
 
 def test_the_labels_of_the_filters_are_made_a_window_at_a_time_onto_disk(tmp_path, monkeypatch):
-    """A filter's `drop` labels (a byte an example), given as an expression or as positions, are made a window of
-    rows at a time into a file: the same labels as in memory, and an example keeps the first reason."""
+    """A filter's `drop` labels (a byte an example), given as an expression, as positions or as a mask, are made
+    a window of rows at a time into a file: the same labels as in memory, and an example keeps the first
+    reason."""
     from data import filters, rules
 
     monkeypatch.setattr(rules, "GATHER_WINDOW_ROWS", 4)
     spill = textspill.TextSpill(tmp_path)
     df = pl.DataFrame({"x": range(11), "drop": pl.Series([None] * 3 + ["empty_output"] + [None] * 7,
                                                          dtype=rules.DROP_REASON)})
-    for dropped in (pl.col("x") % 3 == 0, pl.Series([10, 0, 3, 7, 5], dtype=pl.UInt32)):
+    marked = {}
+    mask = pl.Series([i in (0, 3, 5, 7, 10) for i in range(11)])
+    for form, dropped in (("expression", pl.col("x") % 3 == 0), ("positions", pl.Series([10, 0, 3, 7, 5],
+                                                                                         dtype=pl.UInt32)),
+                          ("mask", mask)):
         memory = filters.mark(df, dropped, "duplicate_example")
         disk = filters.mark(df, dropped, "duplicate_example", spill)
         assert_frame_equal(disk, memory)
         assert disk["drop"].n_chunks() == 1
-    assert memory["drop"].to_list() == ["duplicate_example", None, None, "empty_output", None, "duplicate_example",
-                                        None, "duplicate_example", None, None, "duplicate_example"]
+        marked[form] = memory["drop"].to_list()
+    assert marked["expression"] == ["duplicate_example", None, None, "empty_output", None, None,
+                                    "duplicate_example", None, None, "duplicate_example", None]
+    assert marked["positions"] == marked["mask"] == [
+        "duplicate_example", None, None, "empty_output", None, "duplicate_example", None, "duplicate_example", None,
+        None, "duplicate_example"]
     files = sorted(tmp_path.glob("drop*.raw"))
-    assert len(files) == 2 and all(f.stat().st_size == len(df) for f in files)  # the codes, a byte an example
+    assert len(files) == 3 and all(f.stat().st_size == len(df) for f in files)  # the codes, a byte an example
     assert filters.mark(df, pl.Series([], dtype=pl.UInt32), "duplicate_example", spill) is df  # nothing to write
 
 
