@@ -320,6 +320,9 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
             part = rules.turns_in_play(events, in_bucket, state.drops)
             sizes.append(len(part))
             turns.write(part)
+            # Before the next bucket is made (a loop's variables outlive it: the last bucket's rows would be held
+            # through the filters).
+            del in_bucket, part
             release()
         del events, alive, bucket
         # The one copy of the events the rules make: the rows still in play, the columns the examples read.
@@ -334,11 +337,13 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
         features = features() if features is not None else _event_features(full, state.read.texts)
         tables = {k: _collector(state, k) for k in KINDS}
         for start, size in zip(accumulate(sizes, initial=0), sizes):
-            for k, t in rules.examples_of(turns.slice(start, size)).items():
-                t = rules.attach(t, features, k)
+            examples = rules.examples_of(turns.slice(start, size))
+            for k in KINDS:  # each table let go once it is on disk
+                t = rules.attach(examples.pop(k), features, k)
                 if k not in cfg.kinds:
                     t = t.with_columns(drop=pl.lit("kind_not_built", rules.DROP_REASON))
                 tables[k].write(t)
+                del t
             release()
         # Written once, read by every later step: mapped from disk like the events. The filters and the split
         # make their labels (`drop`, `split`: a byte an example) a window at a time onto disk too. A column a file,
