@@ -154,13 +154,12 @@ def _build(inputs: list, out: Path, cfg: BuildConfig, progress, spill_dir: str |
     from flywheel.files import atomic_dir
 
     t0, c0 = time.perf_counter(), _cpu()
-    _large_blocks_go_back_to_the_system()
     read = read_events([str(p) for p in inputs], max_line_bytes=cfg.max_line_bytes,
                        progress=(lambda n: progress("read", n)) if progress else None, spill_dir=spill_dir,
                        keys=True)
     # From here on a thread keeps the spill's mapped pages in memory under a bound (TextSpill.paging).
     with read.texts.paging() if read.texts is not None else contextlib.nullcontext(), _arrow_system_memory(), \
-            _release_after_windows(read.texts):
+            _large_blocks_handed_back(), _release_after_windows(read.texts):
         state = BuildState(config=cfg, read=read, conflicts=Quarantine(spill_dir), drops=Drops(store=read.texts))
         _release(state)  # the pages the read mapped
         state.timings["read"] = time.perf_counter() - t0
@@ -221,23 +220,37 @@ def _release_after_windows(texts):
         rules.after_window = before
 
 
-# The C library's allocator serves blocks from this size up with their own mappings, returned as they are freed.
-MMAP_THRESHOLD_BYTES = 256 << 10
+# While the build runs, the C library's allocator serves blocks from this size up with their own mappings, which
+# go back to the system as they are freed; after it, from up to glibc's largest default threshold.
+MMAP_THRESHOLD_BYTES = 4 << 20
+MMAP_THRESHOLD_AFTER_BYTES = 32 << 20
 
 
-def _large_blocks_go_back_to_the_system() -> None:
-    """Make glibc's malloc give large blocks back to the system when they are freed, from here on in this process.
-    By default it raises its threshold for that to the size of each large block freed (up to 32 MB): after the
-    first, blocks of that size come from its heaps, and what is freed there stays with the process, in pieces
-    the next blocks often do not fit. The write's Arrow casts and the read's line blocks (the C library's
-    allocations: Polars has its own allocator) then left 110 MB more at the peak at 8M events, more the longer
-    the build. A fixed threshold (`mallopt`) turns that adjustment off. Other C libraries: nothing to do."""
+@contextlib.contextmanager
+def _large_blocks_handed_back():
+    """While inside, glibc's malloc gives large blocks back to the system when they are freed; on entry, it gives
+    back what is free in its heaps. By default it raises its threshold for that to the size of each large block
+    freed (up to 32 MB): after the first, blocks of that size come from its heaps, and what is freed there stays
+    with the process, in pieces the next blocks often do not fit. The write's Arrow casts (the C library's
+    allocations: Polars has its own allocator) then kept ~60 MB more at the peak, at 1M as at 8M events. A fixed
+    threshold (`mallopt`) turns that adjustment off for the rest of the process, so on the way out it is set to
+    where the adjustment tops out. Entered after the read, whose 4 MB line blocks are reused from the heap
+    rather than mapped afresh each time (page faults). Other C libraries: nothing to do."""
     import ctypes
 
     try:
-        ctypes.CDLL(None).mallopt(-3, MMAP_THRESHOLD_BYTES)  # -3: M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # no mallopt here
-        pass
+        libc = ctypes.CDLL(None)
+        set_threshold, trim = libc.mallopt, libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        yield
+        return
+    M_MMAP_THRESHOLD = -3
+    set_threshold(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    trim(0)
+    try:
+        yield
+    finally:
+        set_threshold(M_MMAP_THRESHOLD, MMAP_THRESHOLD_AFTER_BYTES)
 
 
 @contextlib.contextmanager
@@ -245,7 +258,7 @@ def _arrow_system_memory():
     """Arrow's allocations (the write's casts) from the C library's allocator while the build runs. Arrow's default,
     mimalloc, keeps what the write frees for reuse (~55 MB more at the peak, measured at 1M and 4M events); the
     C library hands large blocks back to the system as they are freed (see
-    `_large_blocks_go_back_to_the_system`), at no measured cost in time."""
+    `_large_blocks_handed_back`), at no measured cost in time."""
     import pyarrow as pa
 
     before = pa.default_memory_pool()

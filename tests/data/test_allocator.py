@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 # Allocates, fills and frees an 8 MB block three times with the C library's malloc; prints the anonymous memory
-# left over. With "fix", after the call the build makes at its start.
+# left over. With "fix", inside the context the build runs its rules and write in.
 PROGRAM = """
 import ctypes, sys
 sys.path.insert(0, sys.argv[2])
@@ -20,15 +20,15 @@ def anon():
             return int(line.split()[1]) * 1024
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
-if sys.argv[1] == "fix":
-    from data.build import _large_blocks_go_back_to_the_system
-    _large_blocks_go_back_to_the_system()
-size, before = 8 << 20, anon()
-for _ in range(3):
-    block = libc.malloc(size)
-    ctypes.memset(block, 1, size)
-    libc.free(block)
-print(anon() - before)
+import contextlib
+from data.build import _large_blocks_handed_back
+with _large_blocks_handed_back() if sys.argv[1] == "fix" else contextlib.nullcontext():
+    size, before = 8 << 20, anon()
+    for _ in range(3):
+        block = libc.malloc(size)
+        ctypes.memset(block, 1, size)
+        libc.free(block)
+    print(anon() - before)
 """
 
 
