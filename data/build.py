@@ -159,7 +159,7 @@ def _build(inputs: list, out: Path, cfg: BuildConfig, progress, spill_dir: str |
                        keys=True)
     # From here on a thread keeps the spill's mapped pages in memory under a bound (TextSpill.paging).
     with read.texts.paging() if read.texts is not None else contextlib.nullcontext(), _arrow_system_memory(), \
-            _large_blocks_handed_back(), _release_after_windows(read.texts):
+            _release_after_windows(read.texts):
         state = BuildState(config=cfg, read=read, conflicts=Quarantine(spill_dir), drops=Drops(store=read.texts))
         _release(state)  # the pages the read mapped
         state.timings["read"] = time.perf_counter() - t0
@@ -220,45 +220,12 @@ def _release_after_windows(texts):
         rules.after_window = before
 
 
-# While the build runs, the C library's allocator serves blocks from this size up with their own mappings, which
-# go back to the system as they are freed; after it, from up to glibc's largest default threshold.
-MMAP_THRESHOLD_BYTES = 4 << 20
-MMAP_THRESHOLD_AFTER_BYTES = 32 << 20
-
-
-@contextlib.contextmanager
-def _large_blocks_handed_back():
-    """While inside, glibc's malloc gives large blocks back to the system when they are freed; on entry, it gives
-    back what is free in its heaps. By default it raises its threshold for that to the size of each large block
-    freed (up to 32 MB): after the first, blocks of that size come from its heaps, and what is freed there stays
-    with the process, in pieces the next blocks often do not fit. The write's Arrow casts (the C library's
-    allocations: Polars has its own allocator) then kept ~60 MB more at the peak, at 1M as at 8M events. A fixed
-    threshold (`mallopt`) turns that adjustment off for the rest of the process, so on the way out it is set to
-    where the adjustment tops out. Entered after the read, whose 4 MB line blocks are reused from the heap
-    rather than mapped afresh each time (page faults). Other C libraries: nothing to do."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None)
-        set_threshold, trim = libc.mallopt, libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        yield
-        return
-    M_MMAP_THRESHOLD = -3
-    set_threshold(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-    trim(0)
-    try:
-        yield
-    finally:
-        set_threshold(M_MMAP_THRESHOLD, MMAP_THRESHOLD_AFTER_BYTES)
-
-
 @contextlib.contextmanager
 def _arrow_system_memory():
     """Arrow's allocations (the write's casts) from the C library's allocator while the build runs. Arrow's default,
-    mimalloc, keeps what the write frees for reuse (~55 MB more at the peak, measured at 1M and 4M events); the
-    C library hands large blocks back to the system as they are freed (see
-    `_large_blocks_handed_back`), at no measured cost in time."""
+    mimalloc, keeps what the write frees for reuse (~55 MB more at the peak, measured at 1M and 4M events, than the C
+    library's, at no measured cost in time). glibc keeps ~60 MB of the write's freed blocks too; a fixed mmap
+    threshold gave them back but cost ~1.5 s at 1M events (docs/performance.md, session 10)."""
     import pyarrow as pa
 
     before = pa.default_memory_pool()
