@@ -268,10 +268,9 @@ def test_the_labels_of_the_filters_are_made_a_window_at_a_time_onto_disk(tmp_pat
     df = pl.DataFrame({"x": range(11), "drop": pl.Series([None] * 3 + ["empty_output"] + [None] * 7,
                                                          dtype=rules.DROP_REASON)})
     marked = {}
-    mask = pl.Series([i in (0, 3, 5, 7, 10) for i in range(11)])
-    for form, dropped in (("expression", pl.col("x") % 3 == 0), ("positions", pl.Series([10, 0, 3, 7, 5],
-                                                                                         dtype=pl.UInt32)),
-                          ("mask", mask)):
+    forms = {"expression": pl.col("x") % 3 == 0, "positions": pl.Series([10, 0, 3, 7, 5], dtype=pl.UInt32),
+             "mask": pl.Series([i in (0, 3, 5, 7, 10) for i in range(11)])}
+    for form, dropped in forms.items():
         memory = filters.mark(df, dropped, "duplicate_example")
         disk = filters.mark(df, dropped, "duplicate_example", spill)
         assert_frame_equal(disk, memory)
