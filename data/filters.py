@@ -3,7 +3,8 @@ column (null = kept); an example keeps the first reason that hit it. Filters loo
 each count is what that filter removed on its own, in pipeline order. They work on keys and sizes computed once
 per event (`event_features`), and gather texts only where a filter must read them (trivial edits, tokens).
 
-A filter returns what it drops as an expression over the table's columns, or as the positions of the examples.
+A filter returns what it drops as an expression over the table's columns, as the positions of the examples, or
+as a mask as long as the table.
 With a `store` (the build's spill), `mark` makes each new `drop` column a window of rows at a time and holds it on
 disk, like every other column of the tables: the labels are a byte an example that does not stay in memory."""
 

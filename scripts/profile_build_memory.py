@@ -19,8 +19,9 @@ the peak size of the build's spill folder on disk.
     --write-workers N write N kinds at once (default 2): 1 gives each part of the write's figure its own
     --read-only       only read the log as the build does (texts and numbers to a spill folder under --out) and
                       print the anonymous memory the read leaves held, with the number of column chunks the
-                      mapped events have: run on two logs, the difference per chunk is what each mapped chunk
-                      costs to keep (the same allocator setting as --steps)
+                      mapped events have (the same allocator setting as --steps). Two logs give what the read
+                      holds per million events; it does not say what holds it (the chunks are a small part:
+                      docs/performance.md, session 10)
     --where           also, for each place in `data/` where a thread of the build was when a sample was taken
                       (its innermost two frames), the highest file pages and anonymous memory seen there: which
                       code maps pages, or holds memory, at the peaks. Threads run side by side, so a place is
@@ -117,21 +118,16 @@ def main() -> int:
                     pass
             time.sleep(0.001 if args.where else 0.003)
 
-    def anonymous() -> int:
-        with open("/proc/self/statm") as f:
-            fields = f.read().split()
-        return (int(fields[1]) - int(fields[2])) * page
-
     def watched(module, name: str) -> None:
         fn = getattr(module, name)
 
         def run(*a, **k):
             outer, step[0] = step[0], name
-            steps.setdefault(name, [anonymous(), 0, 0])
+            steps.setdefault(name, [_anonymous(), 0, 0])
             try:
                 return fn(*a, **k)
             finally:
-                steps[name][2] = anonymous()
+                steps[name][2] = _anonymous()
                 step[0] = outer
 
         setattr(module, name, run)
