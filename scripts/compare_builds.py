@@ -8,7 +8,8 @@ ids, tenants, forgets) and a config (split fraction and unit, near-duplicate pro
 two kinds, redaction, a time cutoff). Each log is built by both codes: the baseline in one long-lived subprocess
 started in its tree. They must agree on the manifest's counts (drops, example drops, accounting, examples, split
 units, events, duplicates, quarantined, redactions), the datasets' rows (as sets: the order of rows with equal
-times may differ), the quarantine and the orphans; or both must fail. For refactors of `data/` that should change no result.
+times may differ), the quarantine and the orphans; or both must fail. For refactors of `data/` that should change
+no result.
 `--collide` makes every id of one length share a key in this tree, so each build goes through the re-keying.
 `--piece-rows 5` links this tree's events in many passes, builds its turns in many small buckets and writes each
 split in many small ranges, gathers the event columns in small windows, and keeps only 5 quarantined lines in
