@@ -80,7 +80,7 @@ def dedupe_events(events: pl.DataFrame, rows_of=None, parts: int = 1,
     else:
         found = []
         for p in range(parts):
-            rows = events.select("row", by).filter(in_key_part(events[by], parts, p))
+            rows = select_where(events, ["row", by], key_part(by, parts, p))
             found.append(rows_sharing(rows, [by])["row"])
             release()
         rows = pl.concat(found).sort()
@@ -119,15 +119,33 @@ def in_key_part(keys: pl.Series, parts: int, part: int) -> pl.Series:
     return in_windows(keys, lambda k: k.to_frame().select(key_part(k.name, parts, part)).to_series())
 
 
-def select_where(frame: pl.DataFrame, columns: list, mask: pl.Series) -> pl.DataFrame:
-    """`frame.select(columns).filter(mask)`, a window of GATHER_WINDOW_ROWS rows at a time (see `after_window`)."""
+def select_where(frame: pl.DataFrame, columns: list, mask: pl.Series | pl.Expr) -> pl.DataFrame:
+    """`frame.select(columns).filter(mask)`, a window of GATHER_WINDOW_ROWS rows at a time (see `after_window`).
+    `mask`: a Boolean Series as long as the frame, or an expression over the frame's columns (evaluated a window
+    at a time: no mask as long as the frame is ever made)."""
+    def one(window: pl.DataFrame, start: int) -> pl.DataFrame:
+        if isinstance(mask, pl.Expr):
+            return window.filter(mask).select(columns)
+        return window.select(columns).filter(mask.slice(start, len(window)))
+
     if len(frame) <= GATHER_WINDOW_ROWS:
-        return frame.select(columns).filter(mask)
+        return one(frame, 0)
     out = []
     for start in range(0, len(frame), GATHER_WINDOW_ROWS):
-        out.append(frame.slice(start, GATHER_WINDOW_ROWS).select(columns).filter(mask.slice(start, GATHER_WINDOW_ROWS)))
+        out.append(one(frame.slice(start, GATHER_WINDOW_ROWS), start))
         after_window()
     return pl.concat(out)
+
+
+def mask_of(frame: pl.DataFrame, where: pl.Expr, store=None, name: str = "mask") -> pl.Series:
+    """The Boolean expression `where` over `frame` (a null is false), a window of GATHER_WINDOW_ROWS rows at a
+    time; held by `store` (the build's spill: a bit a row in a file, mapped back) as it is made."""
+    def windows():
+        for start in range(0, max(len(frame), 1), GATHER_WINDOW_ROWS):
+            yield frame.slice(start, GATHER_WINDOW_ROWS).select(where.fill_null(False)).to_series()
+            after_window()
+
+    return (store or InMemory()).hold_pieces(name, windows(), pl.Boolean)
 
 
 def flags(n: int, positions: pl.Series) -> pl.Series:
@@ -158,7 +176,9 @@ class InMemory:
 
     def hold_pieces(self, name: str, pieces, dtype: pl.DataType) -> pl.Series:
         pieces = [p.cast(dtype) for p in pieces]
-        return pl.concat(pieces).alias(name) if pieces else pl.Series(name, [], dtype)
+        if dtype == pl.Boolean:  # as the spill holds a mask
+            pieces = [p.fill_null(False) for p in pieces]
+        return pl.concat(pieces, rechunk=dtype == pl.Boolean).alias(name) if pieces else pl.Series(name, [], dtype)
 
 
 def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = None, parts: int = 1,
@@ -177,15 +197,17 @@ def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = Non
     The joins run in `parts` passes, each over the generations and feedback whose generation (then request) key
     falls in one part: what a pass holds is a part's; `release()` after each. The (feedback row, owner) pairs a
     pass finds go to `store`, sorted by row; `owner_row` is then made from them a window of rows at a time and
-    held by `store` (4 bytes an event that a build keeps on disk)."""
-    n = len(events)
-    out = flags(n, gone if gone is not None else pl.Series("row", [], pl.UInt32))
-    type_ = events["type"]
-    on_gen, on_req = type_.is_in(FEEDBACK_ON_GENERATION), type_.is_in(FEEDBACK_ON_REQUEST)
-    is_gen = (type_ == "generation") & ~out
+    held by `store` (4 bytes an event that a build keeps on disk), like the masks of the rows out of play and of
+    the rows alive (a bit an event). Which rows a pass reads is an expression over the table, evaluated a window
+    at a time (`select_where`): no other mask as long as the log is made."""
+    gone = gone if gone is not None else pl.Series("row", [], pl.UInt32)
+    events = events.with_columns(mask_of(events, pl.col("row").is_in(gone.implode()), store, "_out"))  # out of play
+    on_gen = pl.col("type").is_in(FEEDBACK_ON_GENERATION)
+    on_req = pl.col("type").is_in(FEEDBACK_ON_REQUEST)
+    is_gen = (pl.col("type") == "generation") & ~pl.col("_out")
     found_owners = []  # a table per pass: (row, owner) sorted by row
 
-    def link(rows: pl.Series, key: str, found: pl.DataFrame) -> None:  # owner of the feedback `rows` by `key`
+    def link(rows: pl.Expr, key: str, found: pl.DataFrame) -> None:  # owner of the feedback `rows` by `key`
         asks = select_where(events, ["row", key], rows)
         hit = asks.join(found, on=key, how="inner").select("row", "owner").sort("row")
         if len(hit):
@@ -197,7 +219,7 @@ def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = Non
     # (the first, by time then row, keeps it).
     second = []
     for p in range(parts):
-        part = in_key_part(events["generation_key"], parts, p)
+        part = key_part("generation_key", parts, p)
         gens = select_where(events, ["row", "ts", "generation_key"], is_gen & part)
         reused = rows_sharing(gens, ["generation_key"]).sort("ts", "row")
         later = reused.filter(~pl.col("generation_key").is_first_distinct())["row"]
@@ -208,15 +230,16 @@ def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = Non
         release()
     second = pl.concat(second) if second else pl.Series("row", [], pl.UInt32)
     drops.add(second, "duplicate_generation_id")
-    out = out | flags(n, second)
-    is_gen = is_gen & ~out
+    if len(second):
+        events = events.with_columns(mask_of(events, pl.col("_out") | pl.col("row").is_in(second.implode()), store,
+                                             "_out"))
 
     # Regenerations of one turn share its request_id; a request whose generations name different users or
     # sessions cannot be put on one side of a split, so none of it is used. A rephrase or abandon is about the
     # request's first generation's owner.
     bad = []
     for p in range(parts):
-        part = in_key_part(events["request_key"], parts, p)
+        part = key_part("request_key", parts, p)
         gens = select_where(events, ["row", "request_key", "user_key", "session_key"], is_gen & part)
         by_req = gens.group_by("request_key").agg(
             pl.col("row").min().alias("owner"),
@@ -226,30 +249,36 @@ def link_events(events: pl.DataFrame, drops: Drops, gone: pl.Series | None = Non
         release()
     bad = pl.concat(bad)
 
-    owner = store.hold_pieces("owner_row", _owners_by_window(events["row"], on_gen | on_req, found_owners),
-                              pl.UInt32)
-    orphan = (on_gen | on_req) & owner.is_null() & ~out
-    orphans = events["row"].filter(orphan)
+    events = events.with_columns(store.hold_pieces(
+        "owner_row", _owners_by_window(events, on_gen | on_req, found_owners), pl.UInt32))
+    orphan = (on_gen | on_req) & pl.col("owner_row").is_null() & ~pl.col("_out")
+    orphans = select_where(events, ["row"], orphan)["row"]
     drops.add(orphans, "orphan")
-    alive = ~orphan & ~out
-    events = events.with_columns(owner)
-    if len(bad):
-        # A generation, the feedback on it and its request's rephrase or abandon: all in the turn.
-        bad = bad.implode()
-        in_bad = pl.concat(by_owner(events, "request_key", lambda part, turn: turn.is_in(bad).fill_null(False)))
-        inconsistent = in_bad & (type_ != "forget") & alive
-        drops.add(events["row"].filter(inconsistent), "inconsistent_request")
-        alive = alive & ~inconsistent
-    return events, alive, orphans
+    in_play = ~orphan & ~pl.col("_out")
+    if not len(bad):
+        alive = mask_of(events, in_play, store, "alive")
+        return events.drop("_out"), alive, orphans
+    # A generation, the feedback on it and its request's rephrase or abandon: all in the turn.
+    bad, inconsistent = bad.implode(), []
+
+    def alive_in(part: pl.DataFrame, turn: pl.Series) -> pl.Series:
+        found = part.with_columns(_turn=turn).select(
+            "row", _alive=in_play, _bad=pl.col("_turn").is_in(bad).fill_null(False) & (pl.col("type") != "forget"))
+        inconsistent.append(found["row"].filter(found["_alive"] & found["_bad"]))
+        return found["_alive"] & ~found["_bad"]
+
+    alive = store.hold_pieces("alive", by_owner(events, "request_key", alive_in), pl.Boolean)
+    drops.add(pl.concat(inconsistent), "inconsistent_request")
+    return events.drop("_out"), alive, orphans
 
 
-def _owners_by_window(rows: pl.Series, feedback: pl.Series, found: list[pl.DataFrame]):
-    """`owner_row`, a window of GATHER_WINDOW_ROWS rows at a time: a row's own row, or for feedback the owner a
-    pass of `link_events` found for it (`found`: tables of (row, owner), each sorted by row), else null."""
-    for start in range(0, len(rows), GATHER_WINDOW_ROWS):
-        window = rows.slice(start, GATHER_WINDOW_ROWS)
-        owner = pl.select(pl.when(pl.lit(feedback.slice(start, GATHER_WINDOW_ROWS))).then(None)
-                          .otherwise(pl.lit(window)).cast(pl.UInt32)).to_series()
+def _owners_by_window(events: pl.DataFrame, feedback: pl.Expr, found: list[pl.DataFrame]):
+    """`owner_row`, a window of GATHER_WINDOW_ROWS rows at a time: a row's own row, or for feedback (the rows
+    `feedback` selects) the owner a pass of `link_events` found for it (`found`: tables of (row, owner), each
+    sorted by row), else null."""
+    for start in range(0, len(events), GATHER_WINDOW_ROWS):
+        window = events.slice(start, GATHER_WINDOW_ROWS)
+        owner = window.select(pl.when(feedback).then(None).otherwise(pl.col("row")).cast(pl.UInt32)).to_series()
         for table in found:
             lo, hi = table["row"].search_sorted(pl.Series([start, start + len(window)], dtype=pl.UInt32),
                                                 side="left").to_list()
@@ -274,20 +303,28 @@ def by_owner(events: pl.DataFrame, column: str, fn):
         yield fn(part, gather_in_windows(values, part["owner_row"]).to_series())
 
 
-def apply_forget(events: pl.DataFrame, alive: pl.Series, drops: Drops) -> tuple[pl.Series, pl.Series]:
+def apply_forget(events: pl.DataFrame, alive: pl.Series, drops: Drops,
+                 store=InMemory()) -> tuple[pl.Series, pl.Series]:
     """Take out every event of a user who asked to be forgotten, and feedback about their generations.
 
-    Returns (alive without both, the rows of the forget events themselves)."""
-    is_forget = events.select((pl.col("type") == "forget") & alive).to_series()
-    forget_rows = select_where(events, ["row", "user_key"], is_forget)
+    Returns (alive without both, held by `store` like link's, the rows of the forget events themselves)."""
+    events = events.with_columns(_alive=alive)
+    is_forget = pl.col("type") == "forget"
+    forget_rows = select_where(events, ["row", "user_key"], is_forget & pl.col("_alive"))
     if forget_rows.is_empty():
         return alive, forget_rows["row"]
-    forgotten = forget_rows["user_key"].unique().implode()
-    about = by_owner(events, "user_key", lambda part, owner_user: (
-        part["user_key"].is_in(forgotten) | owner_user.is_in(forgotten)).fill_null(False))
-    gone = pl.concat(about) & alive & ~is_forget
-    drops.add(events["row"].filter(gone), "forgotten_user")
-    return alive & ~is_forget & ~gone, forget_rows["row"]
+    forgotten, gone = forget_rows["user_key"].unique().implode(), []
+
+    def alive_in(part: pl.DataFrame, owner_user: pl.Series) -> pl.Series:
+        found = part.with_columns(_owner=owner_user).select(
+            "row", "_alive", _forget=is_forget,
+            _about=(pl.col("user_key").is_in(forgotten) | pl.col("_owner").is_in(forgotten)).fill_null(False))
+        gone.append(found["row"].filter(found["_alive"] & ~found["_forget"] & found["_about"]))
+        return found["_alive"] & ~found["_forget"] & ~found["_about"]
+
+    alive = store.hold_pieces("alive", by_owner(events, "user_key", alive_in), pl.Boolean)
+    drops.add(pl.concat(gone), "forgotten_user")
+    return alive, forget_rows["row"]
 
 
 def tenants_of(events: pl.DataFrame, alive: pl.Series) -> dict[int | None, int]:
@@ -298,11 +335,21 @@ def tenants_of(events: pl.DataFrame, alive: pl.Series) -> dict[int | None, int]:
     return {r["t"]: r["len"] for r in counts.iter_rows(named=True)}
 
 
-def drop_other_tenants(events: pl.DataFrame, alive: pl.Series, tenant: int, drops: Drops) -> pl.Series:
-    """Take the rows in play whose owner is of another tenant out of play (`other_tenant`)."""
-    other = pl.concat(by_owner(events, "tenant_key", lambda part, t: t.ne_missing(tenant))) & alive
-    drops.add(events["row"].filter(other), "other_tenant")
-    return alive & ~other
+def drop_other_tenants(events: pl.DataFrame, alive: pl.Series, tenant: int, drops: Drops,
+                       store=InMemory()) -> pl.Series:
+    """Take the rows in play whose owner is of another tenant out of play (`other_tenant`). Returns alive, held
+    by `store` like link's."""
+    other = []
+
+    def alive_in(part: pl.DataFrame, t: pl.Series) -> pl.Series:
+        mine = part["_alive"] & ~t.ne_missing(tenant)
+        other.append(part["row"].filter(part["_alive"] & ~mine))
+        return mine
+
+    alive = store.hold_pieces("alive", by_owner(events.with_columns(_alive=alive), "tenant_key", alive_in),
+                              pl.Boolean)
+    drops.add(pl.concat(other), "other_tenant")
+    return alive
 
 
 def supersede(events: pl.DataFrame, alive: pl.Series, drops: Drops) -> pl.Series:
@@ -339,9 +386,9 @@ def turn_buckets(events: pl.DataFrame, n: int, store=InMemory()) -> pl.Series:
         events, "request_key", lambda part, turn: (turn % n).fill_null(0).cast(pl.UInt16)), pl.UInt16)
 
 
-def turns_in_play(events: pl.DataFrame, alive: pl.Series, drops: Drops) -> pl.DataFrame:
-    """The rows in play (`alive`) after supersede, with the columns the example rules read: whole turns only
-    (see `turn_buckets`)."""
+def turns_in_play(events: pl.DataFrame, alive: pl.Series | pl.Expr, drops: Drops) -> pl.DataFrame:
+    """The rows in play (`alive`: a mask, or an expression over the table such as a bucket's) after supersede,
+    with the columns the example rules read: whole turns only (see `turn_buckets`)."""
     part = select_where(events, TURN_COLUMNS, alive)
     return part.filter(supersede(part, pl.repeat(True, len(part), dtype=pl.Boolean, eager=True), drops))
 

@@ -435,7 +435,7 @@ def test_a_gather_in_windows_equals_a_plain_gather(monkeypatch):
     """Rows in any order, repeated, null, across every window and none; the columns' dtypes kept."""
     import random
 
-    from polars.testing import assert_frame_equal
+    from polars.testing import assert_frame_equal, assert_series_equal
 
     from data import rules
 
@@ -453,3 +453,8 @@ def test_a_gather_in_windows_equals_a_plain_gather(monkeypatch):
             mask = pl.Series([rng.random() < 0.3 if rng.random() > 0.1 else None for _ in range(n)], dtype=pl.Boolean)
             columns = ["e", "a", (pl.col("a") * 2).alias("twice")]
             assert_frame_equal(rules.select_where(table, columns, mask), table.select(columns).filter(mask))
+            # An expression over the table: evaluated a window at a time, the same rows.
+            where = (pl.col("a") % rng.randrange(1, 5) == 0) & pl.col("b").is_not_null()
+            assert_frame_equal(rules.select_where(table, columns, where), table.filter(where).select(columns))
+            assert_series_equal(rules.mask_of(table, where), table.select(where.fill_null(False)).to_series(),
+                                check_names=False)

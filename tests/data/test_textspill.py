@@ -226,6 +226,28 @@ def test_a_column_built_in_pieces_is_written_as_it_comes_and_mapped_back_whole(t
     assert not (tmp_path / "none.valid").exists()  # no nulls, no validity bits
 
 
+def test_a_mask_built_in_pieces_is_a_bit_a_row_on_disk(tmp_path):
+    """Masks as long as the log (the rows alive) go to disk as they are made: a bit a row, in Arrow's layout, so
+    they map back as one chunk whatever the pieces' lengths; a null is false, as a filter takes it."""
+    from data import rules
+
+    spill = textspill.TextSpill(tmp_path)
+    rng = random.Random(3)
+    for case in range(20):
+        pieces = [pl.Series([rng.random() < 0.4 if rng.random() > 0.1 else None for _ in range(rng.randrange(30))],
+                            dtype=pl.Boolean) for _ in range(rng.randrange(6))]
+        held = spill.hold_pieces(f"m{case}", iter(pieces), pl.Boolean)
+        expected = pl.concat(pieces).fill_null(False) if pieces else pl.Series([], dtype=pl.Boolean)
+        assert_series_equal(held, expected, check_names=False)
+        assert held.n_chunks() <= 1 and held.null_count() == 0
+        n = len(expected)
+        if n:
+            assert (tmp_path / f"m{case}.raw").stat().st_size == -(-n // 8)
+        # The same in memory (the build without a spill).
+        in_memory = rules.InMemory().hold_pieces("m", iter(pieces), pl.Boolean)
+        assert_series_equal(in_memory, expected, check_names=False)
+
+
 def test_link_and_the_turn_buckets_keep_their_columns_on_disk(tmp_path, monkeypatch):
     """owner_row (4 bytes an event) and the turn buckets (2) are made a window at a time straight into files:
     the same values as in memory, never a column as long as the log in the process's memory."""
@@ -251,6 +273,11 @@ def test_link_and_the_turn_buckets_keep_their_columns_on_disk(tmp_path, monkeypa
     for column, file, width in ((disk[0]["owner_row"], "owner_row.raw", 4), (disk[4], "turn_bucket.raw", 2)):
         assert column.n_chunks() == 1 and (tmp_path / file).stat().st_size == len(column) * width
     assert len(list(tmp_path.glob("owners-*.arrow"))) >= 2  # the pairs each pass found, on disk too
+    # The masks of the rows out of play and alive: a bit an event, on disk.
+    assert disk[1].n_chunks() == 1 and disk[1].sum() < len(disk[1])
+    for stem in ("_out", "alive"):
+        files = list(tmp_path.glob(f"{stem}*.raw"))
+        assert files and all(f.stat().st_size == -(-len(events) // 8) for f in files)
     # The rows each step dropped wait on disk for the accounting (4 bytes a dropped event).
     for reason, rows in disk[3]:
         files = list(tmp_path.glob(f"drops-{reason}*.raw"))
