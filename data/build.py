@@ -307,25 +307,28 @@ def run_rules(state: BuildState) -> dict[str, pl.DataFrame]:
                                                          parts=max(1, -(-len(events) // LINK_PART_ROWS)),
                                                          release=_window_release(state), store=_store(state))
         _release(state)
-        alive, state.applied = rules.apply_forget(events, alive, state.drops)
-        alive = select_tenant(events, alive, cfg, state.drops, full, _take(state), state.read.key_seed)
+        alive, state.applied = rules.apply_forget(events, alive, state.drops, _store(state))
+        alive = select_tenant(events, alive, cfg, state.drops, full, _take(state), state.read.key_seed, _store(state))
         _release(state)
         # From here on the rules are per turn: the turns go in buckets of about TURN_BUCKET_ROWS rows in play,
         # built one at a time, so that their working tables are as big as a bucket, not as the log.
         n_buckets = max(1, -(-int(alive.sum()) // TURN_BUCKET_ROWS))
-        bucket = rules.turn_buckets(events, n_buckets, _store(state)) if n_buckets > 1 else None
+        events = events.with_columns(_alive=alive)
+        if n_buckets > 1:
+            events = events.with_columns(_bucket=rules.turn_buckets(events, n_buckets, _store(state)))
         _release(state)
         turns, sizes, release = _collector(state, "turns"), [], _window_release(state)
         for b in range(n_buckets):
-            in_bucket = alive if bucket is None else alive & rules.in_windows(bucket, lambda w: w == b)
+            # Which rows: an expression over the (mapped) mask and buckets, evaluated a window at a time.
+            in_bucket = pl.col("_alive") & (pl.col("_bucket") == b) if n_buckets > 1 else pl.col("_alive")
             part = rules.turns_in_play(events, in_bucket, state.drops)
             sizes.append(len(part))
             turns.write(part)
             # Before the next bucket is made (a loop's variables outlive it: the last bucket's rows would be held
             # through the filters).
-            del in_bucket, part
+            del part
             release()
-        del events, alive, bucket
+        del events, alive
         # The one copy of the events the rules make: the rows still in play, the columns the examples read.
         turns = turns.frame()
     if cfg.redact:
@@ -500,10 +503,10 @@ def _in_background(fn, *args):
 
 
 def select_tenant(events: pl.DataFrame, alive: pl.Series, cfg: BuildConfig, drops: Drops, full: pl.DataFrame,
-                  take, key_seed: int) -> pl.Series:
+                  take, key_seed: int, store=rules.InMemory()) -> pl.Series:
     if cfg.tenant is not None:
         key = pl.select(id_key(pl.lit(cfg.tenant, pl.String), key_seed)).item()
-        return rules.drop_other_tenants(events, alive, key, drops)
+        return rules.drop_other_tenants(events, alive, key, drops, store)
     tenants = rules.tenants_of(events, alive)
     if len(tenants) > 1 and not cfg.all_tenants:
         # The names of the keys: one row of each tenant (only on this error path).
@@ -524,16 +527,27 @@ def _row_json(r: dict) -> str:
 
 
 def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
-    """Give every line one fate; check read = used + dropped + duplicate + quarantined. Works on bitmaps of event
-    rows (a bit an event) and counts, one table column at a time: no table as long as the log is built."""
+    """Give every line one fate; check read = used + dropped + duplicate + quarantined. Works on flags of event
+    rows (a byte an event, in files of the spill where the build has one) and counts, one table column at a time:
+    no table and no array as long as the log is built in memory."""
     import numpy as np
 
     read = state.read
     n_events = len(read.events)
     release = _window_release(state)
 
-    def rows_in(rows: pl.Series) -> pl.Series:
-        return rules.flags(n_events, rows.cast(pl.UInt32))
+    def flags_of(name: str, rows: pl.Series | None = None):
+        """A byte per event row, 1 at `rows`: a work array of the spill (page cache, not the process's memory)."""
+        flags = state.read.texts.scratch(name, n_events, np.uint8) if state.read.texts is not None \
+            else np.zeros(n_events, dtype=np.uint8)
+        if rows is not None and len(rows):
+            flags[rows.cast(pl.UInt32).to_numpy()] = 1
+        return flags
+
+    def windows():
+        for i in range(0, n_events, SCAN_ROWS):
+            yield slice(i, i + SCAN_ROWS)
+            release()
 
     def sources(t: pl.DataFrame, kept: bool):
         """(rows, drop) of the events the examples were built from, a slice of the table and a column at a time
@@ -546,48 +560,56 @@ def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
                     .collect()
             release()
 
-    gone = rows_in(state.dedupe_rows if state.dedupe_rows is not None else pl.Series("row", [], pl.UInt32))
-    used = rows_in(state.applied)
+    gone = flags_of("gone", state.dedupe_rows)
+    used = flags_of("used", state.applied)
     for t in tables.values():
         for src in sources(t, kept=True):
             if len(src):
-                used.scatter(src["row"].cast(pl.UInt32), True)
+                used[src["row"].cast(pl.UInt32).to_numpy()] = 1
     # Step drops: each row under the one reason its step gave it (a row dropped twice is a bug). Set step by step
     # (the rows wait on disk: concatenated, they would be 4 bytes a dropped event in memory).
     step = state.drops.steps
-    dropped = rows_in(pl.Series("row", [], pl.UInt32))
+    dropped = flags_of("dropped")
     for _, rows in step:
-        dropped.scatter(rows, True)
+        rows = rows.to_numpy()
+        if dropped[rows].any():
+            raise AccountingError("an event was dropped by two steps")
+        dropped[rows] = 1
         release()
-    if int(dropped.sum()) != sum(len(rows) for _, rows in step):
-        raise AccountingError("an event was dropped by two steps")
-    both = used & dropped
-    if both.any():
-        raise AccountingError(f"{int(both.sum())} event(s) both dropped and used, e.g. row {both.arg_true()[0]}")
-    # Rows the dedupe step removed are counted as duplicate or quarantined, not as events.
-    if (used & gone).any():
-        raise AccountingError("an event counted as duplicate or quarantined was also used")
+    if sum(int(dropped[w].sum(dtype=np.int64)) for w in windows()) != sum(len(rows) for _, rows in step):
+        raise AccountingError("an event was dropped by two steps")  # or twice by one
+    for w in windows():
+        both = np.flatnonzero(used[w] & dropped[w])
+        if len(both):
+            raise AccountingError(f"event(s) both dropped and used, e.g. row {w.start + int(both[0])}")
+        # Rows the dedupe step removed are counted as duplicate or quarantined, not as events.
+        if (used[w] & gone[w]).any():
+            raise AccountingError("an event counted as duplicate or quarantined was also used")
     drops: dict[str, int] = {}
     for reason, rows in step:
-        n = len(rows) - int(gone.gather(rows).sum())
+        n = len(rows) - int(gone[rows.to_numpy()].sum(dtype=np.int64))
         if n:
             drops[reason] = drops.get(reason, 0) + n
     # An event in no kept example and dropped by no step: the first reason (in filter order, which is the order of
     # the Enum) that removed an example built from it; else it carried no signal.
-    settled = used | dropped | gone
+    settled = used  # from here on: used, dropped or gone (used is counted first)
+    n_used = sum(int(used[w].sum(dtype=np.int64)) for w in windows())
+    for w in windows():
+        settled[w] |= dropped[w] | gone[w]
+    del dropped, gone
     # Per event, the first example reason, as 255 - its Enum code (0: none, so that a new array is all zeros): a
     # byte an event, in a file of the spill where the build has one.
-    first = state.read.texts.scratch("first-reason", n_events, np.uint8) if state.read.texts is not None \
-        else np.zeros(n_events, dtype=np.uint8)
+    first = flags_of("first-reason")
     for t in tables.values():
         for src in sources(t, kept=False):
-            src = src.filter(~settled.gather(src["row"]))
-            np.maximum.at(first, src["row"].to_numpy(), 255 - src["drop"].to_physical().to_numpy().astype(np.uint8))
+            rows = src["row"].cast(pl.UInt32).to_numpy()
+            unsettled = settled[rows] == 0
+            np.maximum.at(first, rows[unsettled],
+                          255 - src["drop"].to_physical().to_numpy().astype(np.uint8)[unsettled])
     # By window: np.bincount works on a copy of its input as machine-wide integers (8 bytes an event).
     counts = np.zeros(256, dtype=np.int64)
-    for i in range(0, n_events, SCAN_ROWS):
-        counts += np.bincount(first[i:i + SCAN_ROWS], minlength=256)
-        release()
+    for w in windows():
+        counts += np.bincount(first[w], minlength=256)
     counts = counts[::-1]  # by Enum code; 255: no example reason
     del first
     for code, n in enumerate(counts[:len(EXAMPLE_REASONS)].tolist()):
@@ -597,7 +619,8 @@ def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
         raise AccountingError("an example reason outside the known ones (a bug in the builder)")
     # Counted row by row, not by subtraction from the total, so that a row counted twice or never breaks the
     # balance below: the rows neither settled nor given an example reason (only unsettled rows get one).
-    no_signal = int((~settled).sum()) - (n_events - int(counts[255]))
+    unsettled = n_events - sum(int(settled[w].sum(dtype=np.int64)) for w in windows())
+    no_signal = unsettled - (n_events - int(counts[255]))
     if no_signal:
         drops["no_signal"] = no_signal
     if read.blank_lines:
@@ -605,7 +628,7 @@ def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
     if read.oversized:
         drops["oversized_line"] = len(read.oversized)
     drops = dict(sorted(drops.items(), key=lambda kv: (-kv[1], kv[0])))
-    used = int(used.sum())
+    used = n_used
     dropped = sum(drops.values())
     quarantined = state.quarantined
     total = used + dropped + state.duplicates + quarantined
