@@ -538,8 +538,7 @@ def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
 
     def flags_of(name: str, rows: pl.Series | None = None):
         """A byte per event row, 1 at `rows`: a work array of the spill (page cache, not the process's memory)."""
-        flags = state.read.texts.scratch(name, n_events, np.uint8) if state.read.texts is not None \
-            else np.zeros(n_events, dtype=np.uint8)
+        flags = _store(state).scratch(name, n_events, np.uint8)
         if rows is not None and len(rows):
             flags[rows.cast(pl.UInt32).to_numpy()] = 1
         return flags
@@ -947,7 +946,7 @@ def write_build(tmp: Path, state: BuildState, tables: dict[str, pl.DataFrame], b
         "accounting": base["accounting"],
         "redactions": state.redactions,
         "id_keys": {"seed": state.read.key_seed, "collisions": state.key_collisions},
-        "split": _split_summary(tables, cfg, state.texts, _window_release(state)),
+        "split": _split_summary(tables, cfg, state.texts, _window_release(state), _store(state)),
         "outputs": outputs,
         "versions": _versions(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -978,12 +977,15 @@ DISTINCT_PART_ROWS = 1_000_000
 
 
 def _split_summary(tables: dict[str, pl.DataFrame], cfg: BuildConfig, events: pl.DataFrame,
-                   release=lambda: None) -> dict:
+                   release=lambda: None, store=rules.InMemory()) -> dict:
     """The split's settings and its distinct users and sessions per side. The tables are read a slice at a time
-    to mark the events the kept examples come from (a bit an event); the marked events' keys are then counted a
-    part of the key space at a time (`DISTINCT_PART_ROWS`), read in windows of the event table."""
+    to flag the events the kept examples come from (a byte an event, in a scratch file of the spill where the
+    build has one); the flagged events' keys are then counted a part of the key space at a time
+    (`DISTINCT_PART_ROWS`), read in windows of the event table."""
+    import numpy as np
+
     n = len(events)
-    used = {split: rules.flags(n, pl.Series([], dtype=pl.UInt32)) for split in ("train", "test")}
+    used = {split: store.scratch(f"split-used-{split}", n, np.uint8) for split in ("train", "test")}
     examples = dict.fromkeys(used, 0)
     for t in tables.values():
         for start in range(0, len(t), SCAN_ROWS):
@@ -992,25 +994,32 @@ def _split_summary(tables: dict[str, pl.DataFrame], cfg: BuildConfig, events: pl
             for split in used:
                 rows = part.filter(pl.col("split") == split)["meta_row"]
                 if len(rows):
-                    used[split] = used[split].scatter(rows, True)
+                    used[split][rows.cast(pl.UInt32).to_numpy()] = 1
                     examples[split] += len(rows)
             release()
     units = {}
     if sum(examples.values()):
-        for split, mask in used.items():
+        for split, flags in used.items():
+            # As a mask beside the keys (a bit an event, held by `store`), made a window at a time.
+            mask = store.hold_pieces(f"split-used-{split}", (
+                pl.Series(flags[i:i + SCAN_ROWS]) > 0 for i in range(0, max(n, 1), SCAN_ROWS)), pl.Boolean)
             parts = max(1, -(-examples[split] // DISTINCT_PART_ROWS))
-            units[split] = {name: sum(_distinct_keys(events[unit], mask, parts, p) for p in range(parts))
+            units[split] = {name: sum(_distinct_keys(events.select(unit).with_columns(_used=mask), unit, parts, p)
+                                      for p in range(parts))
                             for name, unit in (("users", "user_key"), ("sessions", "session_key"))}
+            del mask
+    del used
     return {"by": cfg.split_by, "test_fraction": cfg.test_fraction, "seed": cfg.split_seed,
             "time_cutoff": cfg.time_cutoff, "units": units,
             "removed_from_train_prompt_in_test": int(sum(
                 (t["drop"] == "prompt_in_test").sum() for t in tables.values()))}
 
 
-def _distinct_keys(keys: pl.Series, mask: pl.Series, parts: int, part: int) -> int:
-    """Distinct values (a null counts as one) of `keys` where `mask`, among those in part `part` of `parts`."""
-    where = mask & rules.in_key_part(keys, parts, part)
-    return rules.select_where(keys.to_frame(), [keys.name], where).to_series().unique().len()
+def _distinct_keys(keys: pl.DataFrame, key: str, parts: int, part: int) -> int:
+    """Distinct values (a null counts as one) of column `key` of `keys` where `_used`, among those in part `part`
+    of `parts`."""
+    where = pl.col("_used") & rules.key_part(key, parts, part)
+    return rules.select_where(keys, [key], where).to_series().unique().len()
 
 
 def _versions() -> dict:

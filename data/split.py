@@ -15,7 +15,7 @@ import polars as pl
 
 from data.config import BuildConfig
 from data.filters import mark
-from data.rules import SPLIT, InMemory, in_key_part, key_part, meta_of, select_where
+from data.rules import SPLIT, InMemory, key_part, meta_of, select_where
 from data.records import parse_ts
 
 
@@ -94,7 +94,7 @@ def _test_units(tables: dict[str, pl.DataFrame], cfg: BuildConfig, events: pl.Da
     parts = max(1, -(-len(units) // UNIT_PART_ROWS))
     test = []
     for p in range(parts):
-        mine = units if parts == 1 else select_where(units, [unit, "meta_row"], in_key_part(units[unit], parts, p))
+        mine = units if parts == 1 else select_where(units, [unit, "meta_row"], key_part(unit, parts, p))
         mine = mine.unique(subset=unit, keep="first")
         ids = take(events[unit.replace("_key", "_id")], mine["meta_row"]).to_list()
         test.append(pl.Series([k for k, u in zip(mine[unit].to_list(), ids)
