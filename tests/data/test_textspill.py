@@ -248,6 +248,30 @@ def test_a_mask_built_in_pieces_is_a_bit_a_row_on_disk(tmp_path):
         assert_series_equal(in_memory, expected, check_names=False)
 
 
+def test_the_masks_and_flags_of_the_events_wait_on_disk(build, tmp_path, monkeypatch):
+    """What the rules, the accounting and the split summary keep per event (the rows alive, out of play, used,
+    dropped, in each split) is made into files of the spill, not arrays as long as the log in memory."""
+    import numpy as np
+
+    import data.build as b
+
+    path = tmp_path / "log.jsonl"
+    _log_with_every_kind_of_line(path)
+    monkeypatch.setattr(b, "SPILL_TEXTS", True)
+    made = []
+    scratch, hold_pieces = textspill.TextSpill.scratch, textspill.TextSpill.hold_pieces
+    monkeypatch.setattr(textspill.TextSpill, "scratch", lambda self, name, n, dtype: made.append(
+        (name, n, np.dtype(dtype).itemsize)) or scratch(self, name, n, dtype))
+    monkeypatch.setattr(textspill.TextSpill, "hold_pieces", lambda self, name, pieces, dtype: (
+        made.append((name, None, dtype)) if dtype == pl.Boolean else None) or hold_pieces(self, name, pieces, dtype))
+    m, _ = build([path], test_fraction=0.3, max_line_bytes=2000)
+    events = m["accounting"]["read"] - m["quarantined"] - m["drops"]["oversized_line"] - m["drops"].get("blank_line", 0)
+    flags = {name: n for name, n, width in made if n is not None and width == 1}
+    assert set(flags) >= {"gone", "used", "dropped", "first-reason", "split-used-train", "split-used-test"}
+    assert set(flags.values()) == {events}
+    assert {name for name, n, _ in made if n is None} >= {"_out", "alive", "split-used-train", "split-used-test"}
+
+
 def test_link_and_the_turn_buckets_keep_their_columns_on_disk(tmp_path, monkeypatch):
     """owner_row (4 bytes an event) and the turn buckets (2) are made a window at a time straight into files:
     the same values as in memory, never a column as long as the log in the process's memory."""
