@@ -658,8 +658,15 @@ def _range_worker_main(argv: list[str]) -> None:
     path, start, end, max_line_bytes, outdir = argv[0], int(argv[1]), int(argv[2]), int(argv[3]), Path(argv[4])
     segment = SegmentWriter(argv[6], numbers=True) if argv[6] != "-" else None
     quarantine = Quarantine(outdir, memory_lines=0)  # every entry to a file, none held
-    part = _read_range(path, start, end, max_line_bytes, fast=argv[5] == "fast", segment=segment,
-                       keys=argv[7] == "keys", quarantine=quarantine)
+
+    def report(lines: int) -> None:  # to the build's process (`_relay_progress`)
+        import sys
+
+        sys.stdout.write(f"{lines}\n")
+        sys.stdout.flush()
+
+    part = _read_range(path, start, end, max_line_bytes, progress=report if argv[8] == "progress" else None,
+                       fast=argv[5] == "fast", segment=segment, keys=argv[7] == "keys", quarantine=quarantine)
     if part["events"] is not None:
         part["events"].write_ipc(outdir / "events.arrow", compression="uncompressed")
     quarantine.close()
@@ -683,8 +690,8 @@ def _handover_dir(file_bytes: int) -> str | None:
 def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadResult, info: InputFile,
                    progress, fast: bool, spill: TextSpill | None = None,
                    keys: bool = False) -> list[tuple[pl.DataFrame, int]]:
-    """Ranges 2..n in plain subprocesses (not multiprocessing: spawn would re-run the caller's __main__, fork
-    does not mix with Polars' threads), range 1 here; the subprocesses hand back Arrow IPC files. Returns each
+    """Each range in a plain subprocess (not multiprocessing: spawn would re-run the caller's __main__, fork does
+    not mix with Polars' threads), which hands back Arrow IPC files and reports its lines as it goes. Returns each
     range's frame with the number of the file's line before the range's first (its lines count from 1)."""
     import subprocess
     import sys
@@ -694,23 +701,28 @@ def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadRes
     starts = _range_starts(local, workers)
     ranges = list(zip(starts[:-1], starts[1:]))
     with tempfile.TemporaryDirectory(prefix="flywheel-read-", dir=_handover_dir(os.path.getsize(local))) as tmp:
-        # The texts and numbers of each range, in row order, to files (none of the table stays in memory).
-        first = spill.segment(numbers=True) if spill is not None else None
+        # Every range, the first too, is parsed by a subprocess: a parse in this process leaves ~26 MB behind in
+        # its allocators for the rest of the build (docs/performance.md, session 11), and this process would only
+        # wait for the others at the end anyway. The texts and numbers of each range go to files, in row order.
         procs = []
-        for k, (a, b) in enumerate(ranges[1:], start=1):
+        for k, (a, b) in enumerate(ranges):
             out = Path(tmp) / str(k)
             out.mkdir()
             code = "import sys; from data.events import _range_worker_main; _range_worker_main(sys.argv[1:])"
-            procs.append((out, subprocess.Popen(
-                [sys.executable, "-c", code, local, str(a), str(b), str(max_line_bytes), str(out),
-                 "fast" if fast else "python", str(spill.segment_path()) if spill is not None else "-",
-                 "keys" if keys else "-"],
-                cwd=str(Path(__file__).resolve().parents[1]), stderr=subprocess.PIPE)))
-        parts = [_read_range(local, *ranges[0], max_line_bytes, progress, fast, first, keys,
-                             Quarantine(spill.folder) if spill is not None else None)]
+            with open(out / "stderr", "wb") as err:
+                procs.append((out, subprocess.Popen(
+                    [sys.executable, "-c", code, local, str(a), str(b), str(max_line_bytes), str(out),
+                     "fast" if fast else "python", str(spill.segment_path()) if spill is not None else "-",
+                     "keys" if keys else "-", "progress" if progress is not None else "-"],
+                    cwd=str(Path(__file__).resolve().parents[1]), stderr=err,
+                    stdout=subprocess.PIPE if progress is not None else subprocess.DEVNULL)))
+        if progress is not None:
+            _relay_progress([proc for _, proc in procs], progress)
+        parts = []
         for out, proc in procs:
-            _, err = proc.communicate()
+            proc.wait()
             if proc.returncode != 0:
+                err = (out / "stderr").read_bytes()
                 raise RuntimeError(f"reader subprocess for {path} failed:\n{err.decode(errors='replace')[-2000:]}")
             meta = orjson.loads((out / "meta.json").read_bytes())
             events = pl.read_ipc(out / "events.arrow") if (out / "events.arrow").exists() else None
@@ -720,7 +732,6 @@ def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadRes
                           "lines": meta["lines"]})
         # Inside the folder: the subprocesses' quarantine files are read here, an entry at a time.
         frames = []
-        parts[0]["quarantine"].close()
         for part in parts:
             offset = info.lines
             events = part["events"] if part["events"] is not None else (
@@ -733,9 +744,24 @@ def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadRes
             result.blank_lines += part["blank"]
             result.oversized.extend((path, line + offset, size) for _, line, size in part["oversized"])
             info.lines += part["lines"]
-            if progress is not None and part is not parts[0]:  # the first range reported as it went
-                progress(part["lines"])
     return frames
+
+
+def _relay_progress(procs: list, progress) -> None:
+    """Pass on the lines the reader subprocesses report (a count a line on their stdout) until all have ended."""
+    import selectors
+
+    with selectors.DefaultSelector() as selector:
+        for proc in procs:
+            selector.register(proc.stdout, selectors.EVENT_READ)
+        while selector.get_map():
+            for key, _ in selector.select():
+                line = key.fileobj.readline()
+                if line:
+                    progress(int(line))
+                else:  # the subprocess ended
+                    selector.unregister(key.fileobj)
+                    key.fileobj.close()
 
 
 def _start_hash(path: str):
