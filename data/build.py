@@ -575,8 +575,14 @@ def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
             raise AccountingError("an event was dropped by two steps")
         dropped[rows] = 1
         release()
-    if sum(int(dropped[w].sum(dtype=np.int64)) for w in windows()) != sum(len(rows) for _, rows in step):
-        raise AccountingError("an event was dropped by two steps")  # or twice by one
+    drops: dict[str, int] = {}
+    for reason, rows in step:
+        n = len(rows) - int(gone[rows.to_numpy()].sum(dtype=np.int64))
+        if n:
+            drops[reason] = drops.get(reason, 0) + n
+    # One pass over the flags: check them, count the used rows, and turn `used` into the rows settled (used,
+    # dropped or gone).
+    settled, n_used, n_dropped = used, 0, 0
     for w in windows():
         both = np.flatnonzero(used[w] & dropped[w])
         if len(both):
@@ -584,18 +590,14 @@ def account(state: BuildState, tables: dict[str, pl.DataFrame]) -> dict:
         # Rows the dedupe step removed are counted as duplicate or quarantined, not as events.
         if (used[w] & gone[w]).any():
             raise AccountingError("an event counted as duplicate or quarantined was also used")
-    drops: dict[str, int] = {}
-    for reason, rows in step:
-        n = len(rows) - int(gone[rows.to_numpy()].sum(dtype=np.int64))
-        if n:
-            drops[reason] = drops.get(reason, 0) + n
+        n_used += int(used[w].sum(dtype=np.int64))
+        n_dropped += int(dropped[w].sum(dtype=np.int64))
+        settled[w] |= dropped[w] | gone[w]
+    if n_dropped != sum(len(rows) for _, rows in step):
+        raise AccountingError("an event was dropped by two steps")  # or twice by one
+    del dropped, gone
     # An event in no kept example and dropped by no step: the first reason (in filter order, which is the order of
     # the Enum) that removed an example built from it; else it carried no signal.
-    settled = used  # from here on: used, dropped or gone (used is counted first)
-    n_used = sum(int(used[w].sum(dtype=np.int64)) for w in windows())
-    for w in windows():
-        settled[w] |= dropped[w] | gone[w]
-    del dropped, gone
     # Per event, the first example reason, as 255 - its Enum code (0: none, so that a new array is all zeros): a
     # byte an event, in a file of the spill where the build has one.
     first = flags_of("first-reason")

@@ -98,16 +98,6 @@ def dedupe_events(events: pl.DataFrame, rows_of=None, parts: int = 1,
     return repeated, conflicting
 
 
-def in_windows(column: pl.Series, fn) -> pl.Series:
-    """fn(window of `column`), a window of GATHER_WINDOW_ROWS rows at a time (see `after_window`), concatenated:
-    a mask over a mapped column without mapping all of it at once."""
-    out = []
-    for start in range(0, max(len(column), 1), GATHER_WINDOW_ROWS):
-        out.append(fn(column.slice(start, GATHER_WINDOW_ROWS)))
-        after_window()
-    return pl.concat(out)
-
-
 def key_part(key: str, parts: int, part: int) -> pl.Expr:
     """Whether each 64-bit key of column `key` falls in part `part` of `parts` (key modulo parts; a null key:
     part 0). As a filter of a lazy query, or of `select_where`, it costs no column as long as the table (Polars
@@ -117,9 +107,9 @@ def key_part(key: str, parts: int, part: int) -> pl.Expr:
 
 
 def in_key_part(keys: pl.Series, parts: int, part: int) -> pl.Series:
-    """`key_part` as a mask (a bit a row), computed in windows: the remainders of a whole column would be a
-    column as long as it."""
-    return in_windows(keys, lambda k: k.to_frame().select(key_part(k.name, parts, part)).to_series())
+    """`key_part` as a mask (a bit a row), computed in windows (`mask_of`): the remainders of a whole column would
+    be a column as long as it."""
+    return mask_of(keys.to_frame(), key_part(keys.name, parts, part))
 
 
 def select_where(frame: pl.DataFrame, columns: list, mask: pl.Series | pl.Expr) -> pl.DataFrame:
