@@ -3,9 +3,9 @@
 The rules need every event's ids at once (feedback may come anywhere, in any file), but only to compare them: they
 work on 64-bit keys of the ids. The texts (prompts, outputs, edits, comments, params) and the id strings are needed
 only at the end: to compute per-event features, to read the edit pairs and to write the datasets. The reader
-therefore appends each block's `SPILLED_COLUMNS` to an Arrow IPC file (one per input range, in row order);
-`TextSpill.open()` maps the files back as zero-copy Polars columns, so the event table looks the same to every
-step. Once the read is done, the other columns (keys, times, line numbers, and the Enums' codes: type, file)
+therefore appends each block's `SPILLED_COLUMNS` to raw files of their Arrow buffers (a folder per input range, a
+record batch of ~BATCH_BYTES at a time: `data.rawarrow`); `TextSpill.open()` maps the files back as zero-copy
+Polars columns, a chunk per batch, so the event table looks the same to every step. Once the read is done, the other columns (keys, times, line numbers, and the Enums' codes: type, file)
 follow them (`TextSpill.hold`), so no column of the events stays in the process's own memory. Pages of a mapped file
 count in the process's RSS once touched, so the steps that read texts gather them one record batch at a time
 (`TextSpill.gather`) and hand the pages back as they go, and a thread (`TextSpill.paging`) hands back whatever the
@@ -46,15 +46,17 @@ ENUM_FROM_CODES = hasattr(pl.Series([], dtype=pl.Enum([])).cat, "to")
 
 
 class SegmentWriter:
-    """Takes event frames in row order: writes their text columns to `path`. The rest (numbers) it returns, or
-    with `numbers=True` writes to files beside `path` too (`numbers_files()`), so that a reader holds neither."""
+    """Takes event frames in row order: writes their text columns to the folder `path` (`data.rawarrow`). The
+    rest (numbers) it returns, or with `numbers=True` writes to files beside `path` too (`numbers_files()`), so
+    that a reader holds neither."""
 
     def __init__(self, path: str | os.PathLike, numbers: bool = False):
         self.path = Path(path)
         self.pending: list[pl.DataFrame] = []
         self.pending_bytes = 0
-        self.writer = None
-        self.sink = None
+        from data.rawarrow import RawTableWriter
+
+        self.writer = RawTableWriter(self.path)  # a batch a flush, each column appended to its own files
         self.numbers = [] if numbers else None  # frames waiting for the next flush
         self.numbers_paths: list[Path] = []
 
@@ -83,21 +85,13 @@ class SegmentWriter:
             self.numbers = []
         if not self.pending:
             return
-        import pyarrow as pa
-
         table = pl.concat(self.pending, rechunk=True).to_arrow(compat_level=_VIEWS)
         self.pending, self.pending_bytes = [], 0
-        if self.writer is None:
-            self.sink = pa.OSFile(str(self.path), "wb")
-            self.writer = pa.ipc.new_file(self.sink, table.schema)
         self.writer.write_table(table)
 
     def close(self) -> None:
         self._flush()
-        if self.writer is not None:
-            self.writer.close()
-            self.sink.close()
-            self.writer = self.sink = None
+        self.writer.close()
 
 
 class TextSpill:
@@ -109,20 +103,20 @@ class TextSpill:
         self.maps: list[mmap.mmap] = []
         self._naming = threading.Lock()
 
-    def fresh_path(self, stem: str, suffix: str) -> Path:
-        """A path in the folder that no file has had (created empty, so that a step on another thread cannot take
-        it too): a mapped file must never be written again."""
+    def fresh_path(self, stem: str, suffix: str, folder: bool = False) -> Path:
+        """A path in the folder that no file has had (created empty, or as an empty folder, so that a step on
+        another thread cannot take it too): a mapped file must never be written again."""
         with self._naming:
             path, n = self.folder / f"{stem}{suffix}", 0
             while path.exists():
                 n += 1
                 path = self.folder / f"{stem}-{n:05d}{suffix}"
-            path.touch()
+            path.mkdir() if folder else path.touch()
             return path
 
     def segment_path(self) -> Path:
-        """The file of the next range of rows (a reader subprocess writes it itself)."""
-        path = self.folder / f"texts-{len(self.paths):05d}.arrow"
+        """The folder of the next range of rows' texts (a reader subprocess writes it itself)."""
+        path = self.folder / f"texts-{len(self.paths):05d}"
         self.paths.append(path)
         return path
 
@@ -276,26 +270,32 @@ class TextSpill:
         return np.frombuffer(mapped, dtype=dtype)
 
     def hold_batches(self, name: str, parts) -> pl.DataFrame:
-        """Frames of the same columns (an iterable, each consumed before the next is made) written to one file, a
-        record batch each, and mapped back: the result has one chunk per part."""
-        import pyarrow as pa
+        """Frames of the same columns (an iterable, each consumed before the next is made) written to disk as they
+        come (`data.rawarrow`) and mapped back: the result has one chunk per part."""
+        from data.rawarrow import RawTableWriter
 
-        path = self.fresh_path(name, ".arrow")
-        writer = sink = None
-        try:
-            for part in parts:
-                table = part.rechunk().to_arrow(compat_level=_VIEWS).combine_chunks()
-                if writer is None:
-                    sink = pa.OSFile(str(path), "wb")
-                    writer = pa.ipc.new_file(sink, table.schema)
-                for batch in table.to_batches() or [pa.RecordBatch.from_pylist([], schema=table.schema)]:
-                    writer.write_batch(batch)
-        finally:
-            if writer is not None:
-                writer.close()
-            if sink is not None:
-                sink.close()
-        return self._map(path)
+        path = self.fresh_path(name, "", folder=True)
+        writer = RawTableWriter(path)
+        for part in parts:
+            writer.write_table(part.rechunk().to_arrow(compat_level=_VIEWS))
+        writer.close()
+        return self._map_batches(path)
+
+    def _map_batches(self, folder: Path) -> pl.DataFrame | None:
+        """A `RawTableWriter`'s table (None if it wrote none) as a frame with a chunk per batch written: each
+        column is one array over maps of its files, sliced (a chunk of a slice costs a few hundred bytes, one
+        read from an IPC file 1-5 KB: docs/performance.md, session 12)."""
+        from data.rawarrow import map_table
+
+        mapped = map_table(folder, self._map_raw)
+        if mapped is None:
+            return None
+        table, batches = mapped
+        whole = pl.from_arrow(table, rechunk=False)
+        if len(batches) <= 1:
+            return whole
+        starts = accumulate(batches, initial=0)
+        return pl.concat([whole.slice(start, n) for start, n in zip(starts, batches)], rechunk=False)
 
     def batches(self, name: str) -> "BatchFile":
         """A table to build part by part (`BatchFile`)."""
@@ -303,7 +303,7 @@ class TextSpill:
 
     def open(self, rows: int) -> pl.DataFrame:
         """The text columns of every row, zero-copy over the mapped files (a range without rows has no file)."""
-        frames = [self._map(path) for path in self.paths if path.exists()]
+        frames = [frame for frame in map(self._map_batches, self.paths) if frame is not None]
         if not frames:
             from data.events import empty_events
 

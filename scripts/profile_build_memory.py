@@ -92,7 +92,7 @@ def main() -> int:
         return out
 
     def spill_bytes() -> int:
-        return sum(f.stat().st_size for d in out.parent.glob(f".{out.name}.texts-*") for f in d.iterdir()
+        return sum(f.stat().st_size for d in out.parent.glob(f".{out.name}.texts-*") for f in d.rglob("*")
                    if f.is_file())
 
     def sample() -> None:

@@ -105,6 +105,10 @@ def test_events_read_with_texts_on_disk_equal_those_in_memory(tmp_path, monkeypa
     for path in paths:
         _log_with_every_kind_of_line(path)
     in_memory = {keys: ev.read_events(paths, keys=keys) for keys in (False, True)}
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    ev.read_events(paths, spill_dir=whole)  # a record batch a range
+    text_files = {p.relative_to(whole) for p in whole.glob("texts-*/*")}
     _small_batches(monkeypatch)
     for parallel_from in (64 << 20, 1):
         monkeypatch.setattr(ev, "PARALLEL_MIN_BYTES", parallel_from)
@@ -112,11 +116,14 @@ def test_events_read_with_texts_on_disk_equal_those_in_memory(tmp_path, monkeypa
             folder = tmp_path / f"spill{parallel_from}-{keys}"
             folder.mkdir()
             spilled = ev.read_events(paths, spill_dir=folder, keys=keys)
-            assert len(list(folder.glob("*.arrow"))) >= 2
-            # A record batch per block, mapped as it is (subprocesses, which read in full-size blocks: one a range).
+            # A record batch per block, a chunk each once mapped (subprocesses, which read in full-size blocks:
+            # one a range) ...
             assert spilled.events["messages"].n_chunks() >= (5 if parallel_from > 1 else len(paths) * 2)
             assert_frame_equal(spilled.events, in_memory[keys].events)
             assert spilled.texts is not None and in_memory[keys].texts is None
+            # ... appended to the same files as one batch a range would be (data.rawarrow).
+            if parallel_from > 1:
+                assert {p.relative_to(folder) for p in folder.glob("texts-*/*")} == text_files
 
 
 def test_the_keyed_table_is_all_mapped_from_disk(tmp_path):
