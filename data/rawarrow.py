@@ -163,8 +163,9 @@ class RawTableWriter:
     """Appends record batches (pyarrow Tables of one schema) to raw buffer files in `folder`; `close` writes
     `table.json` last, with each batch's rows, so a folder without it holds no finished table."""
 
-    def __init__(self, folder: str | os.PathLike):
+    def __init__(self, folder: str | os.PathLike, meta: dict | None = None):
         self.folder = Path(folder)
+        self.meta = meta or {}  # kept in `table.json` for the reader
         self.columns: list[_Column] | None = None
         self.schema: pa.Schema | None = None
         self.batches: list[int] = []
@@ -185,7 +186,7 @@ class RawTableWriter:
         if self.columns is None:
             return
         meta = {"names": self.schema.names, "types": [_type_code(f.type) for f in self.schema],
-                "batches": self.batches, "columns": [c.close() for c in self.columns]}
+                "batches": self.batches, "columns": [c.close() for c in self.columns], "meta": self.meta}
         path = self.folder / "table.json"
         path.with_suffix(".tmp").write_bytes(orjson.dumps(meta))
         os.replace(path.with_suffix(".tmp"), path)
@@ -201,9 +202,9 @@ def _type_of(code: str) -> pa.DataType:
     return pa.ipc.read_schema(pa.py_buffer(bytes.fromhex(code))).field(0).type
 
 
-def map_table(folder: str | os.PathLike, map_file) -> tuple[pa.Table, list[int]] | None:
+def map_table(folder: str | os.PathLike, map_file) -> tuple[pa.Table, list[int], dict] | None:
     """The table a `RawTableWriter` left in `folder` (None when it wrote none), each column one array over maps of
-    its files (`map_file(path)` returns a buffer), and the rows of each batch written."""
+    its files (`map_file(path)` returns a buffer); the rows of each batch written; the writer's `meta`."""
     folder = Path(folder)
     if not (folder / "table.json").exists():
         return None
@@ -231,4 +232,4 @@ def map_table(folder: str | os.PathLike, map_file) -> tuple[pa.Table, list[int]]
         return pa.Array.from_buffers(dtype, n, [valid, buffer(m["values"])], null_count=nulls)
 
     arrays = [array(_type_of(t), m) for t, m in zip(meta["types"], meta["columns"])]
-    return pa.Table.from_arrays(arrays, names=meta["names"]), meta["batches"]
+    return pa.Table.from_arrays(arrays, names=meta["names"]), meta["batches"], meta["meta"]

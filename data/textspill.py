@@ -59,6 +59,7 @@ class SegmentWriter:
         self.writer = RawTableWriter(self.path)  # a batch a flush, each column appended to its own files
         self.numbers = [] if numbers else None  # frames waiting for the next flush
         self.numbers_paths: list[Path] = []
+        self.numbers_writer = None
 
     def take(self, df: pl.DataFrame) -> pl.DataFrame | None:
         texts = df.select(SPILLED_COLUMNS)
@@ -73,11 +74,27 @@ class SegmentWriter:
         return rest
 
     def numbers_files(self) -> list[Path]:
-        """The files of the numbers taken (after `close`), in row order."""
+        """The files of the numbers taken (after `close`), in row order: one folder of raw buffer files, or, where
+        Polars cannot view an enum's codes as the enum, IPC files."""
         return list(self.numbers_paths)
 
     def _flush(self) -> None:
-        if self.numbers:
+        if self.numbers and ENUM_FROM_CODES:
+            # Raw buffer files too (one array a column once mapped, not a chunk a batch: the chunks' bookkeeping
+            # grew with the log while the read's columns waited to be held), the Enums as their codes.
+            numbers = pl.concat(self.numbers, rechunk=True)
+            enums = {n: t for n, t in numbers.schema.items() if isinstance(t, pl.Enum)}
+            if self.numbers_writer is None:
+                from data.rawarrow import RawTableWriter
+
+                path = self.path.with_name(f"{self.path.name}-numbers")
+                meta = {"enums": {n: t.categories.to_list() for n, t in enums.items()}}
+                self.numbers_writer = RawTableWriter(path, meta)
+                self.numbers_paths.append(path)
+            self.numbers_writer.write_table(
+                numbers.with_columns(pl.col(n).to_physical() for n in enums).to_arrow(compat_level=_VIEWS))
+            self.numbers = []
+        elif self.numbers:
             # Polars' own IPC files: its Enum columns come back as they were.
             path = self.path.with_name(f"{self.path.stem}-numbers-{len(self.numbers_paths):05d}.arrow")
             pl.concat(self.numbers, rechunk=True).write_ipc(path)
@@ -92,6 +109,8 @@ class SegmentWriter:
     def close(self) -> None:
         self._flush()
         self.writer.close()
+        if self.numbers_writer is not None:
+            self.numbers_writer.close()
 
 
 class TextSpill:
@@ -125,7 +144,7 @@ class TextSpill:
 
     def map_numbers(self, paths: list) -> pl.DataFrame | None:
         """The number files a segment wrote (`SegmentWriter.numbers_files`), mapped, as one frame."""
-        frames = [self._map(Path(p)) for p in paths]
+        frames = [self._map_batches(Path(p)) if Path(p).is_dir() else self._map(Path(p)) for p in paths]
         return pl.concat(frames, rechunk=False) if frames else None
 
     def _map(self, path: Path) -> pl.DataFrame:
@@ -290,8 +309,10 @@ class TextSpill:
         mapped = map_table(folder, self._map_raw)
         if mapped is None:
             return None
-        table, batches = mapped
+        table, batches, meta = mapped
         whole = pl.from_arrow(table, rechunk=False)
+        if meta.get("enums"):  # written as their codes
+            whole = whole.with_columns(whole[n].cat.to(pl.Enum(c)) for n, c in meta["enums"].items())
         if len(batches) <= 1:
             return whole
         starts = accumulate(batches, initial=0)

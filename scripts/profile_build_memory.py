@@ -20,8 +20,8 @@ the peak size of the build's spill folder on disk.
     --read-only       only read the log as the build does (texts and numbers to a spill folder under --out) and
                       print the anonymous memory the read leaves held, with the number of column chunks the
                       mapped events have (the same allocator setting as --steps). Two logs give what the read
-                      holds per million events; it does not say what holds it (most of it is the chunks' own
-                      bookkeeping, 1-3 KB a column chunk: docs/performance.md, session 11)
+                      holds per million events; it does not say what holds it (docs/performance.md, sessions 11
+                      and 12: until the texts went to raw buffer files, mostly the text chunks' bookkeeping)
     --where           also, for each place in `data/` where a thread of the build was when a sample was taken
                       (its innermost two frames), the highest file pages and anonymous memory seen there: which
                       code maps pages, or holds memory, at the peaks. Threads run side by side, so a place is

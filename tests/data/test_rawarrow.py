@@ -58,7 +58,7 @@ def test_batches_map_back_as_one_array_a_column_equal_to_what_was_written(tmp_pa
     writer.close()
     assert _arrow(frames[0]).column("text").type == pa.string_view()
     assert _arrow(frames[0]).column("messages").type == MESSAGES
-    table, batches = rawarrow.map_table(tmp_path / "t", _mapper([]))
+    table, batches, _ = rawarrow.map_table(tmp_path / "t", _mapper([]))
     assert batches == [len(f) for f in frames]
     assert all(column.num_chunks == 1 for column in table.columns)
     assert_frame_equal(pl.from_arrow(table), pl.concat(frames))
@@ -79,7 +79,7 @@ def test_the_files_do_not_multiply_with_the_batches(tmp_path):
     many.close()
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted(p.name for p in (tmp_path / "many").iterdir())
     for folder in ("one", "many"):
-        table, _ = rawarrow.map_table(tmp_path / folder, _mapper([]))
+        table, _, _ = rawarrow.map_table(tmp_path / folder, _mapper([]))
         assert_frame_equal(pl.from_arrow(table), frame)
 
 
@@ -91,7 +91,7 @@ def test_strings_beyond_a_part_go_to_the_next_part(tmp_path, monkeypatch):
     for frame in frames:
         writer.write_table(_arrow(frame))
     writer.close()
-    table, _ = rawarrow.map_table(tmp_path / "t", _mapper([]))
+    table, _, _ = rawarrow.map_table(tmp_path / "t", _mapper([]))
     assert len(table.column("text").chunk(0).buffers()) > 4  # validity, views, several parts
     assert_frame_equal(pl.from_arrow(table), pl.concat(frames))
 
