@@ -8,7 +8,8 @@ million events: read back that way, their bookkeeping grew with the log, ~1.1 MB
 bytes) goes to a file of its own, appended to with every batch, so the column maps back as one array whatever the
 number of batches: what the reader holds for it no longer depends on the length of the log.
 
-Types: the ones the spilled event columns have (`string_view`, `large_list`, `struct`), and fixed-width numbers.
+Types: the ones the spilled event columns have (`string_view`, `large_list`, `struct`), fixed-width numbers,
+Booleans and nulls; an Enum goes as its codes.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ class _Column:
             self.children = [_Column(folder, f"{name}.{i}", dtype.field(i).type) for i in range(dtype.num_fields)]
         elif pa.types.is_boolean(dtype):
             self.values = _Bits(folder / f"{name}.values")
+        elif pa.types.is_null(dtype):  # no buffers: all its rows are null
+            pass
         elif dtype.bit_width % 8 == 0 and not pa.types.is_nested(dtype) and dtype.num_buffers == 2:
             self.values = open(folder / f"{name}.values", "wb")
         else:
@@ -88,6 +91,10 @@ class _Column:
         if array.type != self.dtype:
             raise TypeError(f"a batch of type {array.type} appended to a column of {self.dtype}")
         n, offset, buffers = len(array), array.offset, array.buffers()
+        if pa.types.is_null(self.dtype):
+            self.valid.append(pa.py_buffer(bytes((n + 7) // 8)), 0, n)
+            self.n += n
+            return
         self.valid.append(buffers[0], offset, n)
         if pa.types.is_string_view(self.dtype):
             self._append_views(array)
@@ -229,6 +236,8 @@ def map_table(folder: str | os.PathLike, map_file) -> tuple[pa.Table, list[int],
                                          children=children)
         if pa.types.is_struct(dtype):
             return pa.Array.from_buffers(dtype, n, [valid], null_count=nulls, children=children)
+        if pa.types.is_null(dtype):
+            return pa.nulls(n)
         return pa.Array.from_buffers(dtype, n, [valid, buffer(m["values"])], null_count=nulls)
 
     arrays = [array(_type_of(t), m) for t, m in zip(meta["types"], meta["columns"])]

@@ -410,25 +410,38 @@ class TextSpill:
 
 
 class BatchFile:
-    """A table built a part at a time: each part written to a file of its own and mapped back (`write`), the
-    parts one frame at the end (`frame`, a chunk a part). Only the part being made is ever in memory."""
+    """A table built a part at a time: each part appended to raw buffer files as it comes (`write`), the parts one
+    frame at the end (`frame`, a chunk a part, slices of one array a column). Only the part being made is ever in
+    memory, and what the frame costs to hold does not grow with the number of parts (`data.rawarrow`)."""
 
     def __init__(self, spill: TextSpill, name: str):
         self.spill, self.name = spill, name
-        self.parts: list[pl.DataFrame] = []
+        self.parts: list[pl.DataFrame] = []  # mapped parts, where Polars cannot view an enum's codes as the enum
+        self.writer = self.folder = self.table = None
 
     def write(self, part: pl.DataFrame) -> None:
-        # A new file each time, never one already mapped (a build that starts its rules again makes new tables).
-        path = self.spill.fresh_path(f"{self.name}-{len(self.parts):05d}", ".arrow")
+        if not ENUM_FROM_CODES:
+            # A file a part, never one already mapped (a build that starts its rules again makes new tables).
+            path = self.spill.fresh_path(f"{self.name}-{len(self.parts):05d}", ".arrow")
+            part.write_ipc(path)
+            self.parts.append(self.spill._map(path))
+            return
         # Enums as their codes, viewed as the Enum again once mapped: read back as Arrow dictionaries, Polars
         # would copy the codes into memory (see `TextSpill.hold`).
-        enums = {n: t for n, t in part.schema.items() if isinstance(t, pl.Enum)} if ENUM_FROM_CODES else {}
-        part.with_columns(pl.col(n).to_physical() for n in enums).write_ipc(path)
-        mapped = self.spill._map(path)
-        self.parts.append(mapped.with_columns(mapped[n].cat.to(t) for n, t in enums.items()))
+        enums = {n: t for n, t in part.schema.items() if isinstance(t, pl.Enum)}
+        if self.writer is None:
+            from data.rawarrow import RawTableWriter
+
+            self.folder = self.spill.fresh_path(self.name, "", folder=True)
+            self.writer = RawTableWriter(self.folder, {"enums": {n: t.categories.to_list() for n, t in enums.items()}})
+        self.writer.write_table(part.with_columns(pl.col(n).to_physical() for n in enums)
+                                .to_arrow(compat_level=_VIEWS))
 
     def frame(self) -> pl.DataFrame:
-        return pl.concat(self.parts, rechunk=False)
+        if self.writer is not None and self.table is None:
+            self.writer.close()
+            self.table = self.spill._map_batches(self.folder)
+        return self.table if self.table is not None else pl.concat(self.parts, rechunk=False)
 
 
 def _file_rss() -> int:
