@@ -27,6 +27,7 @@ PART_BYTES = (1 << 31) - 1
 # bytes the views use, plus WASTE_SLACK (an array sliced or filtered from a larger one shares that one's buffers).
 WASTE_FACTOR = 2
 WASTE_SLACK = 1 << 16
+COPY_ROWS = 16_384
 
 
 class _Bits:
@@ -113,7 +114,7 @@ class _Column:
             self.values.write(memoryview(buffers[1]).cast("B")[offset * width:(offset + n) * width])
         self.n += n
 
-    def _append_views(self, array: pa.Array) -> None:
+    def _append_views(self, array: pa.Array, copied: bool = False) -> None:
         n = len(array)
         views = np.frombuffer(array.buffers()[1], dtype=np.int32).reshape(-1, 4)[array.offset:array.offset + n]
         data = array.buffers()[2:]
@@ -122,15 +123,13 @@ class _Column:
             long &= np.unpackbits(np.frombuffer(array.buffers()[0], dtype=np.uint8), bitorder="little")[
                 array.offset:array.offset + n].astype(bool)
         used = int(views[long, 0].sum(dtype=np.int64))
-        if sum(b.size for b in data) > WASTE_FACTOR * used + WASTE_SLACK:
-            # Copy the strings out of buffers that hold much more (a slice of a larger array).
-            array = array.cast(pa.large_string()).cast(pa.string_view())
-            views = np.frombuffer(array.buffers()[1], dtype=np.int32).reshape(-1, 4)[array.offset:array.offset + n]
-            data = array.buffers()[2:]
-            long = views[:, 0] > 12
-            if array.null_count:
-                long &= np.unpackbits(np.frombuffer(array.buffers()[0], dtype=np.uint8), bitorder="little")[
-                    array.offset:array.offset + n].astype(bool)
+        if not copied and sum(b.size for b in data) > WASTE_FACTOR * used + WASTE_SLACK:
+            # Copy the strings out of buffers that hold much more (a slice of a larger array), a few rows at a
+            # time: the copies are all this costs in memory. (A copy's buffer holds its short strings too.)
+            for start in range(0, n, COPY_ROWS):
+                self._append_views(array.slice(start, COPY_ROWS).cast(pa.large_string()).cast(pa.string_view()),
+                                   copied=True)
+            return
         # Every buffer's bytes go on the end of the data file, so a view's (buffer, offset) becomes (part, offset in
         # the part): a vectorised rewrite of the views, no string copied.
         part_of, start_in_part = np.zeros(len(data), dtype=np.int32), np.zeros(len(data), dtype=np.int64)

@@ -48,6 +48,7 @@ def _mapper(maps: list):
 
 def test_batches_map_back_as_one_array_a_column_equal_to_what_was_written(tmp_path, monkeypatch):
     monkeypatch.setattr(rawarrow, "WASTE_SLACK", 0)
+    monkeypatch.setattr(rawarrow, "COPY_ROWS", 7)  # a slice's strings are copied out 7 rows at a time
     frames = [_frame(s, n) for s, n in enumerate([40, 1, 0, 77, 23])]
     big = _frame(9, 200)
     # Slices: offsets into every buffer, and buffers shared with rows not written (copied out, not written whole).
