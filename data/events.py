@@ -691,7 +691,7 @@ def _read_parallel(path: str, max_line_bytes: int, workers: int, result: ReadRes
                    progress, fast: bool, spill: TextSpill | None = None,
                    keys: bool = False) -> list[tuple[pl.DataFrame, int]]:
     """Each range in a plain subprocess (not multiprocessing: spawn would re-run the caller's __main__, fork does
-    not mix with Polars' threads), which hands back Arrow IPC files and reports its lines as it goes. Returns each
+    not mix with Polars' threads), which hands back its table in files and reports its lines as it goes. Returns each
     range's frame with the number of the file's line before the range's first (its lines count from 1)."""
     import subprocess
     import sys
