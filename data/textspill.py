@@ -5,8 +5,9 @@ work on 64-bit keys of the ids. The texts (prompts, outputs, edits, comments, pa
 only at the end: to compute per-event features, to read the edit pairs and to write the datasets. The reader
 therefore appends each block's `SPILLED_COLUMNS` to raw files of their Arrow buffers (a folder per input range, a
 record batch of ~BATCH_BYTES at a time: `data.rawarrow`); `TextSpill.open()` maps the files back as zero-copy
-Polars columns, a chunk per batch, so the event table looks the same to every step. Once the read is done, the other columns (keys, times, line numbers, and the Enums' codes: type, file)
-follow them (`TextSpill.hold`), so no column of the events stays in the process's own memory. Pages of a mapped file
+Polars columns, a chunk per batch, so the event table looks the same to every step. Once the read is done, the
+other columns (keys, times, line numbers, and the Enums' codes: type, file) follow them (`TextSpill.hold`), so
+no column of the events stays in the process's own memory. Pages of a mapped file
 count in the process's RSS once touched, so the steps that read texts gather them one record batch at a time
 (`TextSpill.gather`) and hand the pages back as they go, and a thread (`TextSpill.paging`) hands back whatever the
 steps have mapped beyond a bound: the pages stay in the page cache, which the kernel may evict.
@@ -82,17 +83,14 @@ class SegmentWriter:
         if self.numbers and ENUM_FROM_CODES:
             # Raw buffer files too (one array a column once mapped, not a chunk a batch: the chunks' bookkeeping
             # grew with the log while the read's columns waited to be held), the Enums as their codes.
-            numbers = pl.concat(self.numbers, rechunk=True)
-            enums = {n: t for n, t in numbers.schema.items() if isinstance(t, pl.Enum)}
+            numbers, meta = _enums_as_codes(pl.concat(self.numbers, rechunk=True))
             if self.numbers_writer is None:
                 from data.rawarrow import RawTableWriter
 
                 path = self.path.with_name(f"{self.path.name}-numbers")
-                meta = {"enums": {n: t.categories.to_list() for n, t in enums.items()}}
                 self.numbers_writer = RawTableWriter(path, meta)
                 self.numbers_paths.append(path)
-            self.numbers_writer.write_table(
-                numbers.with_columns(pl.col(n).to_physical() for n in enums).to_arrow(compat_level=_VIEWS))
+            self.numbers_writer.write_table(numbers)
             self.numbers = []
         elif self.numbers:
             # Polars' own IPC files: its Enum columns come back as they were.
@@ -426,22 +424,28 @@ class BatchFile:
             part.write_ipc(path)
             self.parts.append(self.spill._map(path))
             return
-        # Enums as their codes, viewed as the Enum again once mapped: read back as Arrow dictionaries, Polars
-        # would copy the codes into memory (see `TextSpill.hold`).
-        enums = {n: t for n, t in part.schema.items() if isinstance(t, pl.Enum)}
+        table, meta = _enums_as_codes(part)
         if self.writer is None:
             from data.rawarrow import RawTableWriter
 
             self.folder = self.spill.fresh_path(self.name, "", folder=True)
-            self.writer = RawTableWriter(self.folder, {"enums": {n: t.categories.to_list() for n, t in enums.items()}})
-        self.writer.write_table(part.with_columns(pl.col(n).to_physical() for n in enums)
-                                .to_arrow(compat_level=_VIEWS))
+            self.writer = RawTableWriter(self.folder, meta)
+        self.writer.write_table(table)
 
     def frame(self) -> pl.DataFrame:
         if self.writer is not None and self.table is None:
             self.writer.close()
             self.table = self.spill._map_batches(self.folder)
         return self.table if self.table is not None else pl.concat(self.parts, rechunk=False)
+
+
+def _enums_as_codes(frame: pl.DataFrame):
+    """`frame` as Arrow for a `RawTableWriter`, its Enums as their codes, and the writer's meta that names them:
+    `TextSpill._map_batches` views the codes as the Enums again (read back as Arrow dictionaries, Polars would copy
+    the codes into memory; see `TextSpill.hold`)."""
+    enums = {n: t for n, t in frame.schema.items() if isinstance(t, pl.Enum)}
+    table = frame.with_columns(pl.col(n).to_physical() for n in enums).to_arrow(compat_level=_VIEWS)
+    return table, {"enums": {n: t.categories.to_list() for n, t in enums.items()}}
 
 
 def _file_rss() -> int:
