@@ -30,8 +30,14 @@ WASTE_SLACK = 1 << 16
 COPY_ROWS = 16_384
 
 
-class _Bits:
-    """A bitmap appended to at any bit offset (validity bits, Booleans), kept a byte-aligned file."""
+def unpack_bits(buffer: pa.Buffer, offset: int, n: int) -> np.ndarray:
+    """Bits `offset` to `offset + n` of an Arrow bitmap, a bool each."""
+    bytes_ = np.frombuffer(buffer, dtype=np.uint8, count=(offset + n + 7) // 8)
+    return np.unpackbits(bytes_, bitorder="little")[offset:offset + n].astype(bool)
+
+
+class BitFile:
+    """A bitmap appended to at any bit offset (validity bits, Booleans, masks), kept a byte-aligned file."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -41,11 +47,7 @@ class _Bits:
         self.nulls = 0  # unset bits
 
     def append(self, buffer: pa.Buffer | None, offset: int, n: int) -> None:
-        if buffer is None:
-            bits = np.ones(n, dtype=bool)
-        else:
-            bytes_ = np.frombuffer(buffer, dtype=np.uint8, count=(offset + n + 7) // 8)
-            bits = np.unpackbits(bytes_, bitorder="little")[offset:offset + n].astype(bool)
+        bits = np.ones(n, dtype=bool) if buffer is None else unpack_bits(buffer, offset, n)
         self.n += n
         self.nulls += int(n - np.count_nonzero(bits))
         if len(self.carry):  # the bits that did not fill the file's last byte
@@ -66,7 +68,7 @@ class _Column:
 
     def __init__(self, folder: Path, name: str, dtype: pa.DataType):
         self.dtype, self.n = dtype, 0
-        self.valid = _Bits(folder / f"{name}.valid")
+        self.valid = BitFile(folder / f"{name}.valid")
         self.children: list[_Column] = []
         if pa.types.is_string_view(dtype):
             self.views = open(folder / f"{name}.views", "wb")
@@ -80,7 +82,7 @@ class _Column:
         elif pa.types.is_struct(dtype):
             self.children = [_Column(folder, f"{name}.{i}", dtype.field(i).type) for i in range(dtype.num_fields)]
         elif pa.types.is_boolean(dtype):
-            self.values = _Bits(folder / f"{name}.values")
+            self.values = BitFile(folder / f"{name}.values")
         elif pa.types.is_null(dtype):  # no buffers: all its rows are null
             pass
         elif dtype.bit_width % 8 == 0 and not pa.types.is_nested(dtype) and dtype.num_buffers == 2:
@@ -120,8 +122,7 @@ class _Column:
         data = array.buffers()[2:]
         long = views[:, 0] > 12  # a longer string is in a data buffer; a shorter one inside its view
         if array.null_count:  # a null's view may hold anything
-            long &= np.unpackbits(np.frombuffer(array.buffers()[0], dtype=np.uint8), bitorder="little")[
-                array.offset:array.offset + n].astype(bool)
+            long &= unpack_bits(array.buffers()[0], array.offset, n)
         used = int(views[long, 0].sum(dtype=np.int64))
         if not copied and sum(b.size for b in data) > WASTE_FACTOR * used + WASTE_SLACK:
             # Copy the strings out of buffers that hold much more (a slice of a larger array), a few rows at a

@@ -206,23 +206,17 @@ class TextSpill:
         """Boolean pieces (a null is false) -> a Series of one chunk over a map of a raw file of their bits (Arrow's
         layout: a bit a row, the first row in the lowest bit). A mask as long as the log costs page cache, not
         the process's memory."""
-        import numpy as np
         import pyarrow as pa
 
-        carry, n = np.zeros(0, dtype=bool), 0
-        with open(path, "wb") as f:
-            for piece in pieces:
-                bits = piece.fill_null(False).to_numpy()
-                n += len(bits)
-                if len(carry):  # the bits that did not fill the last byte of the piece before
-                    bits = np.concatenate([carry, bits])
-                whole = len(bits) // 8 * 8
-                f.write(np.packbits(bits[:whole], bitorder="little").tobytes())
-                f.flush()
-                carry = bits[whole:]
-                self.release_over(WINDOW_RELEASE_BYTES)
-            if len(carry):
-                f.write(np.packbits(carry, bitorder="little").tobytes())
+        from data.rawarrow import BitFile
+
+        bits = BitFile(path)
+        for piece in pieces:
+            values = piece.fill_null(False).to_arrow()
+            bits.append(values.buffers()[1], values.offset, len(values))
+            self.release_over(WINDOW_RELEASE_BYTES)
+        bits.close()
+        n = bits.n
         if n == 0:
             return pl.Series(dtype=pl.Boolean)
         return pl.from_arrow(pa.Array.from_buffers(pa.bool_(), n, [None, pa.py_buffer(self._map_raw(path))]))
