@@ -1,4 +1,5 @@
-"""`flywheel data validate` and `flywheel data build`: thin layers over data.validate and data.build."""
+"""`flywheel data validate`, `flywheel data build` and `flywheel data import`: thin layers over data.validate,
+data.build and data.importers."""
 
 from __future__ import annotations
 
@@ -36,6 +37,13 @@ def register(subparsers) -> None:
     b.add_argument("--kinds", help="datasets to build, comma list (default: sft,dpo,kto)")
     b.add_argument("--quiet", action="store_true", help="no progress display or summary table")
     b.set_defaults(func=cmd_build)
+
+    i = sub.add_parser("import", help="capture events from Langfuse, LangSmith, OpenAI-format or preference data")
+    i.add_argument("format", choices=["langfuse", "langsmith", "openai", "preference"])
+    i.add_argument("paths", nargs="+", help="export files or folders (JSON lines, JSON, CSV, Parquet, a datasets folder)")
+    i.add_argument("--out", required=True, help="capture log to write (with LOG.report.json and LOG.quarantine)")
+    i.add_argument("--map", dest="map_file", help="YAML: score names -> meanings, workload ids -> tenant/tags")
+    i.set_defaults(func=cmd_import)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -98,6 +106,28 @@ def cmd_build(args: argparse.Namespace) -> int:
         return 1
     if not args.quiet:
         print_summary(manifest, args.out, console)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from data.importers import InvalidImport, MapError, import_logs
+
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        with console.status(f"importing {args.format} records"):
+            report = import_logs(args.format, args.paths, args.out, map_file=args.map_file)
+    except (MapError, InvalidImport, ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 1
+    r = report.to_dict()
+    console.print(f"{r['records_read']} record(s) read: {r['used']} used, {r['context']} context, "
+                  f"{r['skipped_total']} skipped")
+    console.print("events: " + (", ".join(f"{t} {n}" for t, n in r["events"].items()) or "none"))
+    for reason, n in r["skipped"].items():
+        console.print(f"  skipped {reason}: {n}")
+    console.print(f"wrote {report.log} ({report.log}.report.json; skipped records in {report.quarantine})")
     return 0
 
 
