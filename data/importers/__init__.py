@@ -12,17 +12,13 @@ from __future__ import annotations
 import os
 from typing import Iterable
 
-from data.importers.common import ImportReport, ImportSink
+from data.importers.common import ImportReport, ImportSink, InvalidImport
 from data.importers.mapfile import ImportMap, MapError, load_map
 from data.importers.sources import expand
 
 FORMATS = ("langfuse", "langsmith", "openai", "preference")
 
 __all__ = ["FORMATS", "ImportMap", "ImportReport", "InvalidImport", "MapError", "import_logs", "load_map"]
-
-
-class InvalidImport(RuntimeError):
-    """The importer wrote an event the capture schema rejects: a bug, so nothing is committed."""
 
 
 def import_logs(fmt: str, paths: Iterable[str | os.PathLike] | str, out: str | os.PathLike,
@@ -33,8 +29,8 @@ def import_logs(fmt: str, paths: Iterable[str | os.PathLike] | str, out: str | o
     mapping = map_file if isinstance(map_file, ImportMap) else load_map(map_file)
     sink = ImportSink(out, ImportReport(format=fmt))
     try:
-        _run(fmt, files, sink, mapping)
-        if validate:
+        _run(fmt, files, sink, mapping, validate)
+        if validate and fmt != "openai":  # the openai importer checks its events as it stages them
             _validate(sink)
     except BaseException:
         sink.abort()
@@ -42,11 +38,11 @@ def import_logs(fmt: str, paths: Iterable[str | os.PathLike] | str, out: str | o
     return sink.commit()
 
 
-def _run(fmt: str, files: list[str], sink: ImportSink, mapping: ImportMap) -> None:
+def _run(fmt: str, files: list[str], sink: ImportSink, mapping: ImportMap, validate: bool) -> None:
     if fmt == "openai":
         from data.importers.openai_logs import import_openai
 
-        import_openai(files, sink, mapping)
+        import_openai(files, sink, mapping, validate)
     elif fmt == "preference":
         from data.importers.preference import import_preference
 

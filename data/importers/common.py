@@ -19,8 +19,8 @@ ROLES = {"system": "system", "developer": "system", "user": "user", "human": "us
          "ai": "assistant", "tool": "tool", "function": "tool"}
 
 
-class ImportError_(ValueError):
-    """An input the importer cannot read at all (not one bad record: those are quarantined)."""
+class InvalidImport(RuntimeError):
+    """The importer wrote an event the capture schema rejects: a bug, so nothing is committed."""
 
 
 @dataclass
@@ -87,8 +87,11 @@ class ImportSink:
     def skip(self, reason: str, source: str, line: int, record, detail: str = "") -> None:
         """A record that could not be mapped: counted under `reason` and kept whole in the quarantine."""
         self.report.skipped[reason] += 1
-        entry = {"source": source, "line": line, "reason": reason, "detail": detail, "record": record}
-        self._quarantine.write(orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS) + b"\n")
+        self._quarantine.write(quarantine_line(reason, source, line, record, detail))
+
+    def quarantine_raw(self, line: bytes) -> None:
+        """A quarantine line written elsewhere (by a worker), already counted in the report."""
+        self._quarantine.write(line)
 
     @property
     def staged_log(self) -> str:
@@ -121,6 +124,11 @@ class ImportSink:
         for tmp in self._tmp:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+
+def quarantine_line(reason: str, source: str, line: int, record, detail: str = "") -> bytes:
+    entry = {"source": source, "line": line, "reason": reason, "detail": detail, "record": record}
+    return orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS) + b"\n"
 
 
 def event_id(fmt: str, *parts) -> str:

@@ -6,67 +6,158 @@ Every logged response becomes a `generation`. Regenerations are inferred: the sa
 messages, byte for byte) asked again by the same user within the map's window means the earlier answer was
 regenerated away; the asks share one `request_id` and each earlier one gets a `regenerate` event.
 
-Two passes, and the records are parsed once: the first converts every record into a generation line without
-its `request_id` (written to a temporary file) and keeps three numbers a record (conversation key, time, row);
-Polars then finds the chains; the second pass copies the lines, prefixing each with its `request_id`.
+Each record is parsed once. The first pass converts records into generation lines with a placeholder
+`request_id`, one staged file per byte range of a large file (ranges run in parallel processes, each validating
+what it wrote), and keeps two numbers a record (conversation key, time); Polars then finds the chains; the
+second pass copies the staged lines in order, each with its turn's `request_id`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import tempfile
+from array import array
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import orjson
 import polars as pl
 
-from data.importers.common import ImportSink, capture_messages, event_id, prompt_problem, text_of, to_millis
+from data.importers.common import (ImportReport, ImportSink, InvalidImport, capture_messages, event_id, prompt_problem,
+                                   quarantine_line, text_of, to_millis)
 from data.importers.mapfile import ImportMap
 from data.importers.sources import Malformed, records
 
 FORMAT = "openai"
+PARALLEL_MIN_BYTES = 32 << 20
+PLACEHOLDER = b'{"request_id":"-",'
 _SIMPLE_ROLES = frozenset(("system", "user", "assistant", "tool"))
 _NOT_PARAMS = frozenset(("messages", "model", "user"))
 
 
-def import_openai(files: list[str], sink: ImportSink, mapping: ImportMap) -> None:
-    fd, staged = tempfile.mkstemp(dir=sink.log.parent, prefix=f".{sink.log.name}.", suffix=".stage")
-    try:
-        with os.fdopen(fd, "wb", buffering=1 << 20) as out:
-            keys, times = _convert_all(files, sink, mapping, out)
+def import_openai(files: list[str], sink: ImportSink, mapping: ImportMap, validate: bool = True) -> None:
+    with tempfile.TemporaryDirectory(dir=sink.log.parent, prefix=f".{sink.log.name}.") as tmp:
+        jobs = [(path, start, end, mapping, str(Path(tmp) / f"part-{k}"), validate)
+                for k, (path, start, end) in enumerate(r for f in files for r in _ranges(f))]
+        if len(jobs) > 1:
+            import multiprocessing
+
+            # spawn, not fork: Polars' threads do not survive a fork.
+            with ProcessPoolExecutor(min(len(jobs), os.cpu_count() or 1),
+                                     mp_context=multiprocessing.get_context("spawn")) as pool:
+                parts = list(pool.map(_convert_range, *zip(*jobs)))
+        else:
+            parts = [_convert_range(*job) for job in jobs]
+        keys, times = _merge_parts(files, jobs, parts, sink)
         turns = _turns(keys, times, mapping.window_ms)
-        _write_with_request_ids(staged, turns, sink)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(staged)
+        _write_with_request_ids([job[4] for job in jobs], turns, sink, Path(tmp) / "regenerate.jsonl", validate)
 
 
-def _convert_all(files, sink: ImportSink, mapping: ImportMap, out) -> tuple[list[int], list[int]]:
-    report = sink.report
-    keys: list[int] = []
-    times: list[int] = []
-    dumps = orjson.dumps
-    placements: dict = {}
-    for path in files:
-        report.files.append(path)
-        for number, rec in records(path):
+def _ranges(path: str) -> list[tuple[str, int | None, int | None]]:
+    """A large plain JSON-lines file cut at line starts into one range per CPU; anything else whole."""
+    workers = os.cpu_count() or 1
+    if workers < 2 or not path.endswith((".jsonl", ".ndjson")) or os.path.getsize(path) < PARALLEL_MIN_BYTES:
+        return [(path, None, None)]
+    size = os.path.getsize(path)
+    starts = [0]
+    with open(path, "rb") as f:
+        for k in range(1, workers):
+            f.seek(max(size * k // workers - 1, starts[-1]))
+            f.readline()
+            if starts[-1] < f.tell() < size:
+                starts.append(f.tell())
+    return [(path, a, b) for a, b in zip(starts, starts[1:] + [size])]
+
+
+def _range_records(path: str, start: int | None, end: int | None):
+    if start is None:
+        yield from records(path)
+        return
+    loads = orjson.loads
+    with open(path, "rb") as f:
+        f.seek(start)
+        number, pos = 0, start
+        for line in f:
+            number += 1
+            pos += len(line)
+            if line.strip():
+                try:
+                    obj = loads(line)
+                    yield number, obj if isinstance(obj, dict) else Malformed("not a JSON object", line[:2000].decode())
+                except orjson.JSONDecodeError as exc:
+                    yield number, Malformed(f"not valid JSON ({exc})", line[:2000].decode("utf-8", "replace"))
+            if pos >= end:
+                break
+
+
+def _convert_range(path: str, start, end, mapping: ImportMap, staged: str, validate: bool) -> dict:
+    """One file or byte range: staged generation lines and quarantine lines in files, counts and the
+    (conversation key, time) of each staged line in arrays. Line numbers count from the range's first line."""
+    report = ImportReport(format=FORMAT)
+    keys, times = array("q"), array("q")
+    dumps, placements, lines = orjson.dumps, {}, 0
+    with open(staged, "wb", buffering=1 << 20) as out, open(f"{staged}.quarantine", "wb") as quarantine:
+        for number, rec in _range_records(path, start, end):
+            lines = number
             report.records_read += 1
             if isinstance(rec, Malformed):
-                sink.skip("malformed_record", path, number, rec.text, rec.reason)
+                report.skipped["malformed_record"] += 1
+                quarantine.write(quarantine_line("malformed_record", path, number, rec.text, rec.reason))
                 continue
             result = _generation(rec, mapping, placements, report.dropped_from_messages)
             if isinstance(result, str):
-                sink.skip(result, path, number, rec)
+                report.skipped[result] += 1
+                quarantine.write(quarantine_line(result, path, number, rec))
                 continue
             ev, messages_json, user = result
-            out.write(dumps(ev) + b"\n")
+            out.write(PLACEHOLDER + dumps(ev)[1:] + b"\n")
             # Same user and same conversation, byte for byte: one turn asked again.
-            keys.append(int.from_bytes(hashlib.blake2b(user.encode() + b"\0" + messages_json,
-                                                       digest_size=8).digest(), "little", signed=True))
+            keys.append(_conversation_key(user, messages_json))
             times.append(ev["ts"])
             report.used += 1
+    if validate:
+        _check(staged)
+    return {"report": report, "keys": keys, "times": times, "lines": lines}
+
+
+def _conversation_key(user: str, messages_json: bytes) -> int:
+    digest = hashlib.blake2b(user.encode() + b"\0" + messages_json, digest_size=8).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def _check(path: str) -> None:
+    from data.validate import validate_paths
+
+    result = validate_paths([path], keep_errors=5)
+    if not result.ok:
+        raise InvalidImport(f"{result.invalid} imported event(s) fail the capture schema: "
+                                  + "; ".join(result.error_lines(5)))
+
+
+def _merge_parts(files, jobs, parts, sink: ImportSink) -> tuple[array, array]:
+    """The workers' counts into the report, their quarantines (line numbers made file-relative) into the sink."""
+    report = sink.report
+    report.files.extend(files)
+    keys, times = array("q"), array("q")
+    offset, current = 0, None
+    for job, part in zip(jobs, parts):
+        if job[0] != current:
+            offset, current = 0, job[0]
+        r = part["report"]
+        report.records_read += r.records_read
+        report.used += r.used
+        report.skipped.update(r.skipped)
+        report.dropped_from_messages.update(r.dropped_from_messages)
+        with open(f"{job[4]}.quarantine", "rb") as f:
+            for line in f:
+                entry = orjson.loads(line)
+                entry["line"] += offset
+                sink.quarantine_raw(orjson.dumps(entry) + b"\n")
+        offset += part["lines"]
+        keys.extend(part["keys"])
+        times.extend(part["times"])
     return keys, times
 
 
@@ -113,8 +204,6 @@ def _generation(rec: dict, mapping: ImportMap, placements: dict, dropped: Counte
           "params": {k: v for k, v in request.items() if k not in _NOT_PARAMS} or None}
     if message.get("tool_calls"):
         ev["output_tool_calls"] = message["tool_calls"]
-    if workload is not None:
-        ev["workload_id"] = workload
     return ev, messages_json, user
 
 
@@ -134,17 +223,33 @@ def _turns(keys: list[int], times: list[int], window_ms: int) -> pl.DataFrame:
     return ordered.sort("row").select("request_id", "regenerated_at")
 
 
-def _write_with_request_ids(staged: str, turns: pl.DataFrame, sink: ImportSink) -> None:
+def _write_with_request_ids(staged: list[str], turns: pl.DataFrame, sink: ImportSink, regen_path: Path,
+                            validate: bool) -> None:
+    """The staged lines in order with their turns' request ids; then the regenerate events, staged and checked
+    like the generations before they join the log."""
     write, report = sink.write_line, sink.report
     loads, dumps = orjson.loads, orjson.dumps
-    request_ids = turns["request_id"].to_list()
-    regenerated = turns["regenerated_at"].to_list()
-    with open(staged, "rb") as f:
-        for line, rid, later in zip(f, request_ids, regenerated):
-            write(b'{"request_id":"' + rid.encode() + b'",' + line[1:])
-            if later is not None:
-                g = loads(line)
-                sink.event({"event_id": event_id(FORMAT, "regenerate", g["generation_id"]), "type": "regenerate",
+    request_ids = iter(turns["request_id"].to_list())
+    regenerated = iter(turns["regenerated_at"].to_list())
+    cut = len(PLACEHOLDER)
+    n = 0
+    with open(regen_path, "wb", buffering=1 << 20) as regen:
+        for path in staged:
+            with open(path, "rb") as f:
+                for line in f:
+                    write(b'{"request_id":"' + next(request_ids).encode() + b'",' + line[cut:])
+                    n += 1
+                    later = next(regenerated)
+                    if later is not None:
+                        g = loads(line)
+                        regen.write(dumps({
+                            "event_id": event_id(FORMAT, "regenerate", g["generation_id"]), "type": "regenerate",
                             "ts": later, "session_id": g["session_id"], "user_id": g["user_id"],
-                            "tenant": g["tenant"], "tags": g["tags"], "generation_id": g["generation_id"]})
-    report.events["generation"] += len(request_ids)
+                            "tenant": g["tenant"], "tags": g["tags"], "generation_id": g["generation_id"]}) + b"\n")
+                        report.events["regenerate"] += 1
+    report.events["generation"] += n
+    if validate:
+        _check(str(regen_path))
+    with open(regen_path, "rb") as f:
+        for line in f:
+            write(line)

@@ -228,3 +228,20 @@ def test_failed_import_leaves_the_previous_log(tmp_path, monkeypatch):
     with pytest.raises(importers.InvalidImport):
         import_logs("preference", [str(FIXTURES / "preference")], out)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temporary file left either
+
+
+def test_openai_byte_ranges_in_parallel_give_the_same_log(tmp_path, monkeypatch):
+    import os
+
+    from data.importers import openai_logs
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one CPU: files are never cut into ranges")
+    whole, whole_report = imported(tmp_path / "whole", "openai", FIXTURES / "openai")
+    monkeypatch.setattr(openai_logs, "PARALLEL_MIN_BYTES", 0)
+    assert len(openai_logs._ranges(str(FIXTURES / "openai" / "requests.jsonl"))) >= 2
+    ranged, ranged_report = imported(tmp_path / "ranged", "openai", FIXTURES / "openai")
+    assert ranged.read_bytes() == whole.read_bytes()
+    assert ranged_report["skipped"] == whole_report["skipped"]
+    assert [(q["line"], q["reason"]) for q in quarantine_of(ranged)] == \
+        [(q["line"], q["reason"]) for q in quarantine_of(whole)]
