@@ -28,11 +28,12 @@ import polars as pl
 from data.importers.common import (ImportReport, ImportSink, InvalidImport, capture_messages, event_id, prompt_problem,
                                    quarantine_line, text_of, to_millis)
 from data.importers.mapfile import ImportMap
-from data.importers.sources import Malformed, records
+from data.importers.sources import Malformed, json_lines, records
 
 FORMAT = "openai"
 PARALLEL_MIN_BYTES = 32 << 20
 PLACEHOLDER = b'{"request_id":"-",'
+ASK_COLUMNS = ("key", "ts", "answer")  # per staged line: conversation key, time, answer (generation id) key
 _SIMPLE_ROLES = frozenset(("system", "user", "assistant", "tool"))
 _NOT_PARAMS = frozenset(("messages", "model", "user"))
 
@@ -50,8 +51,8 @@ def import_openai(files: list[str], sink: ImportSink, mapping: ImportMap, valida
                 parts = list(pool.map(_convert_range, *zip(*jobs)))
         else:
             parts = [_convert_range(*job) for job in jobs]
-        keys, times = _merge_parts(files, jobs, parts, sink)
-        turns = _turns(keys, times, mapping.window_ms)
+        asks = _merge_parts(files, jobs, parts, sink)
+        turns = _turns(asks, mapping.window_ms)
         _write_with_request_ids([job[4] for job in jobs], turns, sink, Path(tmp) / "regenerate.jsonl", validate)
 
 
@@ -72,35 +73,21 @@ def _ranges(path: str) -> list[tuple[str, int | None, int | None]]:
 
 
 def _range_records(path: str, start: int | None, end: int | None):
-    if start is None:
-        yield from records(path)
-        return
-    loads = orjson.loads
-    with open(path, "rb") as f:
-        f.seek(start)
-        number, pos = 0, start
-        for line in f:
-            number += 1
-            pos += len(line)
-            if line.strip():
-                try:
-                    obj = loads(line)
-                    yield number, obj if isinstance(obj, dict) else Malformed("not a JSON object", line[:2000].decode())
-                except orjson.JSONDecodeError as exc:
-                    yield number, Malformed(f"not valid JSON ({exc})", line[:2000].decode("utf-8", "replace"))
-            if pos >= end:
-                break
+    return records(path) if start is None else json_lines(path, start, end, blanks=True)
 
 
 def _convert_range(path: str, start, end, mapping: ImportMap, staged: str, validate: bool) -> dict:
     """One file or byte range: staged generation lines and quarantine lines in files, counts and the
     (conversation key, time) of each staged line in arrays. Line numbers count from the range's first line."""
     report = ImportReport(format=FORMAT)
-    keys, times = array("q"), array("q")
+    asks = {name: array("q") for name in ASK_COLUMNS}
+    keys, times, answers = asks["key"].append, asks["ts"].append, asks["answer"].append
     dumps, placements, lines = orjson.dumps, {}, 0
     with open(staged, "wb", buffering=1 << 20) as out, open(f"{staged}.quarantine", "wb") as quarantine:
         for number, rec in _range_records(path, start, end):
             lines = number
+            if rec is None:  # a blank line of a byte range: counted for the line numbers after it
+                continue
             report.records_read += 1
             if isinstance(rec, Malformed):
                 report.skipped["malformed_record"] += 1
@@ -114,17 +101,18 @@ def _convert_range(path: str, start, end, mapping: ImportMap, staged: str, valid
             ev, messages_json, user = result
             out.write(PLACEHOLDER + dumps(ev)[1:] + b"\n")
             # Same user and same conversation, byte for byte: one turn asked again.
-            keys.append(_conversation_key(user, messages_json))
-            times.append(ev["ts"])
+            keys(_key(user.encode() + b"\0" + messages_json))
+            times(ev["ts"])
+            answers(_key(ev["generation_id"].encode()))
             report.used += 1
     if validate:
         _check(staged)
-    return {"report": report, "keys": keys, "times": times, "lines": lines}
+    return {"report": report, "asks": asks, "lines": lines}
 
 
-def _conversation_key(user: str, messages_json: bytes) -> int:
-    digest = hashlib.blake2b(user.encode() + b"\0" + messages_json, digest_size=8).digest()
-    return int.from_bytes(digest, "little", signed=True)
+def _key(data: bytes) -> int:
+    """A stable 64-bit hash (Python's `hash` differs between the worker processes)."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
 
 
 def _check(path: str) -> None:
@@ -136,11 +124,11 @@ def _check(path: str) -> None:
                                   + "; ".join(result.error_lines(5)))
 
 
-def _merge_parts(files, jobs, parts, sink: ImportSink) -> tuple[array, array]:
+def _merge_parts(files, jobs, parts, sink: ImportSink) -> dict[str, array]:
     """The workers' counts into the report, their quarantines (line numbers made file-relative) into the sink."""
     report = sink.report
     report.files.extend(files)
-    keys, times = array("q"), array("q")
+    asks = {name: array("q") for name in ASK_COLUMNS}
     offset, current = 0, None
     for job, part in zip(jobs, parts):
         if job[0] != current:
@@ -156,9 +144,9 @@ def _merge_parts(files, jobs, parts, sink: ImportSink) -> tuple[array, array]:
                 entry["line"] += offset
                 sink.quarantine_raw(orjson.dumps(entry) + b"\n")
         offset += part["lines"]
-        keys.extend(part["keys"])
-        times.extend(part["times"])
-    return keys, times
+        for name in ASK_COLUMNS:
+            asks[name].extend(part["asks"][name])
+    return asks
 
 
 def _generation(rec: dict, mapping: ImportMap, placements: dict, dropped: Counter):
@@ -207,10 +195,11 @@ def _generation(rec: dict, mapping: ImportMap, placements: dict, dropped: Counte
     return ev, messages_json, user
 
 
-def _turns(keys: list[int], times: list[int], window_ms: int) -> pl.DataFrame:
+def _turns(asks: dict[str, array], window_ms: int) -> pl.DataFrame:
     """Per staged row, in row order: its turn's request id and, when a later ask of the same turn regenerated
-    it away, the time of that ask (null otherwise)."""
-    df = pl.DataFrame({"key": pl.Series(keys, dtype=pl.Int64), "ts": pl.Series(times, dtype=pl.Int64)}) \
+    it away, the time of that ask (null otherwise). A turn is a run of asks with one conversation key, each
+    within `window_ms` of the one before; a repeated record (the same answer logged twice) regenerates nothing."""
+    df = pl.DataFrame({name: pl.Series(values, dtype=pl.Int64) for name, values in asks.items()}) \
         .with_row_index("row")
     ordered = df.sort(["key", "ts", "row"]).with_columns(
         new=(pl.col("key") != pl.col("key").shift(1)).fill_null(True)
@@ -218,7 +207,8 @@ def _turns(keys: list[int], times: list[int], window_ms: int) -> pl.DataFrame:
     ordered = ordered.with_columns(turn=pl.col("new").cum_sum())
     ordered = ordered.with_columns(
         head_ts=pl.col("ts").first().over("turn"),
-        regenerated_at=pl.when(pl.col("turn") == pl.col("turn").shift(-1)).then(pl.col("ts").shift(-1)))
+        regenerated_at=pl.when((pl.col("turn") == pl.col("turn").shift(-1))
+                               & (pl.col("answer") != pl.col("answer").shift(-1))).then(pl.col("ts").shift(-1)))
     ordered = ordered.with_columns(request_id=pl.format("openai-r-{}-{}", pl.col("key"), pl.col("head_ts")))
     return ordered.sort("row").select("request_id", "regenerated_at")
 

@@ -78,9 +78,7 @@ def _conversational_pair(prompt, chosen: list, rejected: list, dropped: Counter)
     if len(chosen_msgs) > 1 or len(rejected_msgs) > 1:  # the prompt is implicit: the shared prefix
         if chosen_msgs[:-1] != rejected_msgs[:-1]:
             return "prompts_differ"
-        messages = chosen_msgs[:-1]
-        if isinstance(prompt, list) and prompt:
-            messages = capture_messages(prompt, dropped) + messages if len(messages) == 0 else messages
+        messages = chosen_msgs[:-1]  # an explicit prompt beside it repeats the first turn (TRL's HH copy)
     else:
         messages = capture_messages(prompt, dropped) if isinstance(prompt, (list, str)) else None
         if isinstance(prompt, str) and _TURN.search(prompt):

@@ -29,7 +29,7 @@ def expand(paths) -> list[str]:
     out = []
     for raw in paths:
         p = Path(raw)
-        if p.is_dir() and (p / "dataset_info.json").exists() or p.is_dir() and (p / "dataset_dict.json").exists():
+        if p.is_dir() and any((p / name).exists() for name in ("dataset_info.json", "dataset_dict.json")):
             out.append(str(p))
         elif p.is_dir():
             found = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.name.endswith(SUFFIXES))
@@ -55,22 +55,34 @@ def records(path: str) -> Iterator[tuple[int, dict | Malformed]]:
         return _csv_rows(path)
     if name.endswith(".json"):
         return _json_document(path)
-    return _json_lines(path)
+    return json_lines(path)
 
 
-def _json_lines(path: str) -> Iterator[tuple[int, dict | Malformed]]:
+def json_lines(path: str, start: int = 0, end: int | None = None,
+               blanks: bool = False) -> Iterator[tuple[int, dict | Malformed | None]]:
+    """A JSON-lines file, or the lines of one byte range of it (`start` at a line's start; the line that
+    crosses `end` is the range's last); line numbers count from the range's first line. `blanks`: blank lines
+    come as None (a range's reader needs its line count)."""
     opener = gzip.open if path.endswith(".gz") else open
     loads = orjson.loads
     with opener(path, "rb") as f:
+        if start:
+            f.seek(start)
+        pos = start
         for number, line in enumerate(f, 1):
+            pos += len(line)
             if not line.strip():
-                continue
-            try:
-                obj = loads(line)
-            except orjson.JSONDecodeError as exc:
-                yield number, Malformed(f"not valid JSON ({exc})", line[:2000].decode("utf-8", "replace"))
-                continue
-            yield number, obj if isinstance(obj, dict) else Malformed("not a JSON object", line[:2000].decode())
+                if blanks:
+                    yield number, None
+            else:
+                try:
+                    obj = loads(line)
+                except orjson.JSONDecodeError as exc:
+                    obj = Malformed(f"not valid JSON ({exc})", line[:2000].decode("utf-8", "replace"))
+                yield number, obj if isinstance(obj, (dict, Malformed)) else \
+                    Malformed("not a JSON object", line[:2000].decode())
+            if end is not None and pos >= end:
+                break
 
 
 def _json_document(path: str) -> Iterator[tuple[int, dict | Malformed]]:

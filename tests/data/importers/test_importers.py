@@ -245,3 +245,18 @@ def test_openai_byte_ranges_in_parallel_give_the_same_log(tmp_path, monkeypatch)
     assert ranged_report["skipped"] == whole_report["skipped"]
     assert [(q["line"], q["reason"]) for q in quarantine_of(ranged)] == \
         [(q["line"], q["reason"]) for q in quarantine_of(whole)]
+
+
+def test_openai_record_logged_twice_is_a_duplicate_not_a_regeneration(tmp_path):
+    from data.build import build_datasets
+
+    lines = (FIXTURES / "openai" / "requests.jsonl").read_text().splitlines(keepends=True)
+    src = tmp_path / "twice.jsonl"
+    src.write_text("".join(lines) + lines[1])  # chatcmpl-2, the answer that replaced chatcmpl-1, again
+    out = tmp_path / "o.jsonl"
+    report = import_logs("openai", [str(src)], out).to_dict()
+    assert report["events"] == {"generation": 7, "regenerate": 1}
+    regen = [e["generation_id"] for e in events_of(out) if e["type"] == "regenerate"]
+    assert regen == ["chatcmpl-1"]
+    manifest = build_datasets([str(out)], tmp_path / "b", all_tenants=True, test_fraction=0.0)
+    assert manifest["accounting"]["duplicate"] == 1
