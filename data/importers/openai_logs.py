@@ -57,7 +57,8 @@ def import_openai(files: list[str], sink: ImportSink, mapping: ImportMap, valida
 
 
 def _ranges(path: str) -> list[tuple[str, int | None, int | None]]:
-    """A large plain JSON-lines file cut at line starts into one range per CPU; anything else whole."""
+    """A large plain JSON-lines file cut at line starts into one range per CPU; anything else whole. (The build's
+    reader cuts its files the same way, in data/events.py; the importers use only data/'s public functions.)"""
     workers = os.cpu_count() or 1
     if workers < 2 or not path.endswith((".jsonl", ".ndjson")) or os.path.getsize(path) < PARALLEL_MIN_BYTES:
         return [(path, None, None)]

@@ -30,6 +30,11 @@ def imported(tmp_path, fmt, *paths, map_name="map.yaml"):
     return out, report.to_dict()
 
 
+def counts(report: dict) -> tuple:
+    """(records read, used, context, skipped by reason)."""
+    return report["records_read"], report["used"], report["context"], report["skipped"]
+
+
 def check_written(out: Path, report: dict) -> list[dict]:
     """What every import promises: report on disk = report returned; quarantine = skipped; the log validates."""
     assert json.loads(Path(f"{out}.report.json").read_text()) == report
@@ -44,10 +49,8 @@ def check_written(out: Path, report: dict) -> list[dict]:
 
 def test_langfuse_export_and_v3_scores(tmp_path):
     out, report = imported(tmp_path, "langfuse", FIXTURES / "langfuse")
-    assert report["records_read"] == 21
-    assert (report["used"], report["context"]) == (10, 5)
-    assert report["skipped"] == {"malformed_record": 1, "missing_output": 1, "session_score": 1,
-                                 "target_not_found": 1, "target_not_imported": 1, "unknown_score_name": 1}
+    assert counts(report) == (21, 10, 5, {"malformed_record": 1, "missing_output": 1, "session_score": 1,
+                                          "target_not_found": 1, "target_not_imported": 1, "unknown_score_name": 1})
     assert report["events"] == {"edit": 1, "generation": 4, "rating": 5}
     events = check_written(out, report)
     by_gen = {}
@@ -95,10 +98,8 @@ def test_langfuse_csv_and_parquet_give_the_same_events(tmp_path):
 
 def test_langsmith_runs_and_feedback(tmp_path):
     out, report = imported(tmp_path, "langsmith", FIXTURES / "langsmith")
-    assert report["records_read"] == 17
-    assert (report["used"], report["context"]) == (8, 3)
-    assert report["skipped"] == {"malformed_record": 1, "missing_output": 1, "neutral_score": 1,
-                                 "target_not_found": 1, "target_not_imported": 1, "unknown_score_name": 1}
+    assert counts(report) == (17, 8, 3, {"malformed_record": 1, "missing_output": 1, "neutral_score": 1,
+                                         "target_not_found": 1, "target_not_imported": 1, "unknown_score_name": 1})
     assert report["events"] == {"accept": 1, "edit": 1, "generation": 3, "rating": 3}
     events = check_written(out, report)
     gens = {e["generation_id"]: e for e in events if e["type"] == "generation"}
@@ -115,10 +116,8 @@ def test_langsmith_runs_and_feedback(tmp_path):
 
 def test_openai_request_logs_infer_regenerations(tmp_path):
     out, report = imported(tmp_path, "openai", FIXTURES / "openai")
-    assert report["records_read"] == 10
-    assert (report["used"], report["context"]) == (6, 0)
-    assert report["skipped"] == {"malformed_record": 1, "missing_output": 1, "prompt_not_ending_with_user": 1,
-                                 "tool_call_output": 1}
+    assert counts(report) == (10, 6, 0, {"malformed_record": 1, "missing_output": 1,
+                                         "prompt_not_ending_with_user": 1, "tool_call_output": 1})
     assert report["events"] == {"generation": 6, "regenerate": 1}
     assert report["dropped_from_messages"] == {"content_part:image_url": 1, "extra_choices": 1}
     events = check_written(out, report)
