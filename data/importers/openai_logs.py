@@ -17,9 +17,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import zlib
 from array import array
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import orjson
@@ -42,18 +42,48 @@ def import_openai(files: list[str], sink: ImportSink, mapping: ImportMap, valida
     with tempfile.TemporaryDirectory(dir=sink.log.parent, prefix=f".{sink.log.name}.") as tmp:
         jobs = [(path, start, end, mapping, str(Path(tmp) / f"part-{k}"), validate)
                 for k, (path, start, end) in enumerate(r for f in files for r in _ranges(f))]
-        if len(jobs) > 1:
-            import multiprocessing
-
-            # spawn, not fork: Polars' threads do not survive a fork.
-            with ProcessPoolExecutor(min(len(jobs), os.cpu_count() or 1),
-                                     mp_context=multiprocessing.get_context("spawn")) as pool:
-                parts = list(pool.map(_convert_range, *zip(*jobs)))
-        else:
-            parts = [_convert_range(*job) for job in jobs]
+        parts = _in_processes(jobs, Path(tmp)) if len(jobs) > 1 else [_convert_range(*job) for job in jobs]
         asks = _merge_parts(files, jobs, parts, sink)
         turns = _turns(asks, mapping.window_ms)
         _write_with_request_ids([job[4] for job in jobs], turns, sink, Path(tmp) / "regenerate.jsonl", validate)
+
+
+def _in_processes(jobs: list[tuple], tmp: Path) -> list[dict]:
+    """Each job in a plain subprocess, at most one per CPU at a time. Not multiprocessing: its spawn re-runs the
+    caller's __main__ (a script without a main guard, a notebook), and fork does not mix with Polars' threads."""
+    import pickle
+    import subprocess
+    import sys
+
+    code = "import sys; from data.importers.openai_logs import _worker_main; _worker_main(sys.argv[1])"
+    running: list = []
+    for k, job in enumerate(jobs):
+        (tmp / f"job-{k}").write_bytes(pickle.dumps(job))
+        if len(running) == (os.cpu_count() or 1):
+            _wait(running.pop(0))
+        running.append(subprocess.Popen([sys.executable, "-c", code, str(tmp / f"job-{k}")]))
+    for proc in running:
+        _wait(proc)
+    results = [pickle.loads((tmp / f"job-{k}.result").read_bytes()) for k in range(len(jobs))]
+    for r in results:
+        if "error" in r:
+            raise (InvalidImport if r["error"] == "InvalidImport" else RuntimeError)(r["message"])
+    return results
+
+
+def _wait(proc) -> None:
+    if proc.wait() != 0 and not os.path.exists(f"{proc.args[-1]}.result"):
+        raise RuntimeError(f"an import worker exited with status {proc.returncode}")
+
+
+def _worker_main(job_file: str) -> None:
+    import pickle
+
+    try:
+        result = _convert_range(*pickle.loads(Path(job_file).read_bytes()))
+    except Exception as exc:  # handed to the parent, which raises it with the import's context
+        result = {"error": type(exc).__name__, "message": str(exc)}
+    Path(f"{job_file}.result").write_bytes(pickle.dumps(result))
 
 
 def _ranges(path: str) -> list[tuple[str, int | None, int | None]]:
@@ -104,7 +134,7 @@ def _convert_range(path: str, start, end, mapping: ImportMap, staged: str, valid
             # Same user and same conversation, byte for byte: one turn asked again.
             keys(_key(user.encode() + b"\0" + messages_json))
             times(ev["ts"])
-            answers(_key(ev["generation_id"].encode()))
+            answers(zlib.crc32(ev["generation_id"].encode()))  # told apart from the turn's next answer only
             report.used += 1
     if validate:
         _check(staged)
@@ -156,15 +186,12 @@ def _generation(rec: dict, mapping: ImportMap, placements: dict, dropped: Counte
     request, response = rec.get("request"), rec.get("response")
     if not isinstance(request, dict):
         return "missing_request"
-    ts = to_millis(rec.get("timestamp"))
+    ts = rec.get("timestamp")
+    ts = (ts * 1000 if ts < 100_000_000_000 else ts) if type(ts) is int else to_millis(ts)
     if ts is None or ts < 0:
         return "bad_timestamp"
     raw = request.get("messages")
-    if type(raw) is list and raw and all(type(m) is dict and len(m) == 2 and type(m.get("content")) is str
-                                         and m.get("role") in _SIMPLE_ROLES for m in raw):
-        messages = raw  # the common case, already in the capture schema's shape
-    else:
-        messages = capture_messages(raw, dropped)
+    messages = raw if _in_capture_shape(raw) else capture_messages(raw, dropped)
     if problem := prompt_problem(messages):
         return problem
     choices = response.get("choices") if isinstance(response, dict) else None
@@ -185,15 +212,27 @@ def _generation(rec: dict, mapping: ImportMap, placements: dict, dropped: Counte
         placements[workload] = mapping.placement(workload)
     tenant, tags = placements[workload]
     messages_json = orjson.dumps(messages)
-    gen_id = response.get("id") or event_id(FORMAT, "g", orjson.dumps(rec, option=orjson.OPT_SORT_KEYS))
-    ev = {"event_id": event_id(FORMAT, "generation", gen_id, ts), "type": "generation", "ts": ts,
+    gen_id = str(response.get("id") or event_id(FORMAT, "g", orjson.dumps(rec, option=orjson.OPT_SORT_KEYS)))
+    # The response id names the answer: the same record imported twice gives the same event, a duplicate.
+    ev = {"event_id": "openai-g-" + gen_id, "type": "generation", "ts": ts,
           "session_id": str(session), "user_id": user, "tenant": tenant, "tags": tags,
-          "generation_id": str(gen_id), "messages": orjson.Fragment(messages_json), "output": output,
+          "generation_id": gen_id, "messages": orjson.Fragment(messages_json), "output": output,
           "model": {"base": str(request.get("model") or response.get("model") or "unknown")},
           "params": {k: v for k, v in request.items() if k not in _NOT_PARAMS} or None}
     if message.get("tool_calls"):
         ev["output_tool_calls"] = message["tool_calls"]
     return ev, messages_json, user
+
+
+def _in_capture_shape(messages) -> bool:
+    """The common case, checked cheaply: a list of `{role, content}` with a role the schema knows and text."""
+    if type(messages) is not list or not messages:
+        return False
+    for m in messages:
+        if type(m) is not dict or len(m) != 2 or m.get("role") not in _SIMPLE_ROLES \
+                or type(m.get("content")) is not str:
+            return False
+    return True
 
 
 def _turns(asks: dict[str, array], window_ms: int) -> pl.DataFrame:
