@@ -106,6 +106,8 @@ def load_map(path: str | os.PathLike | None) -> ImportMap:
     for name, spec in workloads.items():
         if set(spec) - {"tenant", "tags"}:
             raise MapError(f"{path}: workloads.{name}: only tenant and tags are allowed")
+        _check_placement(path, f"workloads.{name}.", spec)
+    _check_placement(path, "", raw)
     if raw.get("unmapped_workloads", "tag") not in ("tag", "ignore"):
         raise MapError(f"{path}: unmapped_workloads must be tag or ignore")
     window = (raw.get("regeneration") or {}).get("window_seconds", 600)
@@ -113,3 +115,12 @@ def load_map(path: str | os.PathLike | None) -> ImportMap:
         raise MapError(f"{path}: regeneration.window_seconds must be a number >= 0")
     return ImportMap(scores=scores, workloads=workloads, unmapped_workloads=raw.get("unmapped_workloads", "tag"),
                      tenant=raw.get("tenant"), tags=tuple(raw.get("tags") or ()), window_ms=int(window * 1000))
+
+
+def _check_placement(path, where: str, spec: dict) -> None:
+    """A tenant is text or null and tags are a list of text: what the capture schema takes."""
+    if spec.get("tenant") is not None and not isinstance(spec["tenant"], str):
+        raise MapError(f"{path}: {where}tenant: {spec['tenant']!r} is not text (quote it)")
+    tags = spec.get("tags")
+    if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
+        raise MapError(f"{path}: {where}tags: {tags!r} is not a list of text")

@@ -259,3 +259,29 @@ def test_openai_record_logged_twice_is_a_duplicate_not_a_regeneration(tmp_path):
     assert regen == ["chatcmpl-1"]
     manifest = build_datasets([str(out)], tmp_path / "b", all_tenants=True, test_fraction=0.0)
     assert manifest["accounting"]["duplicate"] == 1
+
+
+@pytest.mark.parametrize("text, message", [
+    ("scores: {x: {meaning: love}}", "scores.x.meaning"),
+    ("score: {}", "unknown key"),
+    ("workloads: {w: {tenant: 42}}", "workloads.w.tenant"),
+    ("tags: support", "tags"),
+    ("regeneration: {window_seconds: -1}", "window_seconds"),
+])
+def test_map_errors_name_the_field(tmp_path, text, message):
+    from data.importers import MapError, load_map
+
+    (tmp_path / "map.yaml").write_text(text + "\n")
+    with pytest.raises(MapError, match=message):
+        load_map(tmp_path / "map.yaml")
+
+
+def test_map_meanings_turn_scores_into_events():
+    from data.importers.mapfile import ScoreMeaning
+
+    stars = ScoreMeaning("rating", up_at_least=4, down_at_most=2)
+    assert [stars.rating(v) for v in (5, 4, 3, 2, "1", "x")] == [1, 1, None, -1, -1, None]
+    thumbs = ScoreMeaning("rating")
+    assert [thumbs.rating(v) for v in (True, False, 1, 0, "True", 0.5)] == [1, -1, 1, -1, 1, None]
+    helpful = ScoreMeaning("rating", up=("yes",), down=("no",))
+    assert [helpful.rating(v) for v in ("yes", "no", "maybe")] == [1, -1, None]
