@@ -25,8 +25,9 @@ def read_langsmith(rec: dict) -> Node | Feedback | str:
     if "run_type" not in rec:
         return "unrecognised_record"
     extra = maybe_json(rec.get("extra")) or {}
-    meta = extra.get("metadata") or {} if isinstance(extra, dict) else {}
-    params = extra.get("invocation_params") or {} if isinstance(extra, dict) else {}
+    extra = extra if isinstance(extra, dict) else {}
+    meta, params = extra.get("metadata"), extra.get("invocation_params")
+    meta, params = (meta if isinstance(meta, dict) else {}), (params if isinstance(params, dict) else {})
     model = meta.get("ls_model_name") or params.get("model") or params.get("model_name")
     session = next((meta[k] for k in _THREAD_KEYS if isinstance(meta.get(k), str) and meta[k]), None)
     user = meta.get("user_id")

@@ -134,14 +134,14 @@ def _emit_generation(fmt, node: Node, t: _Trace, imported: dict, sink: ImportSin
     if node.ts is None:
         return "bad_timestamp"
     # Without a user id the session, then the trace, stands for the user: splits and forget act on it.
-    user = node.user or t.user or node.session or t.session or f"trace:{node.trace_id}"
-    session = node.session or t.session or f"trace:{node.trace_id}"
+    user = str(node.user or t.user or node.session or t.session or f"trace:{node.trace_id}")
+    session = str(node.session or t.session or f"trace:{node.trace_id}")
     tenant, tags = mapping.placement(t.name or node.name)
     tags = list(dict.fromkeys((tags or []) + [x for x in (t.tags or node.tags or []) if isinstance(x, str)]))
     ev = {"event_id": event_id(fmt, "generation", node.id), "type": "generation", "ts": node.ts,
           "session_id": session, "user_id": user, "tenant": tenant, "tags": tags or None,
           "generation_id": node.id, "request_id": node.id, "messages": messages, "output": output,
-          "model": {"base": node.model or "unknown"}, "trace_id": node.trace_id}
+          "model": {"base": node.model or "unknown"}, "trace_id": str(node.trace_id)}
     if tool_calls:
         ev["output_tool_calls"] = tool_calls
     sink.event(ev)
