@@ -285,3 +285,14 @@ def test_map_meanings_turn_scores_into_events():
     assert [thumbs.rating(v) for v in (True, False, 1, 0, "True", 0.5)] == [1, -1, 1, -1, 1, None]
     helpful = ScoreMeaning("rating", up=("yes",), down=("no",))
     assert [helpful.rating(v) for v in ("yes", "no", "maybe")] == [1, -1, None]
+
+
+def test_numeric_ids_in_an_export_become_text(tmp_path):
+    src = tmp_path / "traces.jsonl"
+    src.write_text(json.dumps({"id": "t9", "timestamp": "2026-11-02 10:00:00", "user_id": 42, "session_id": 7,
+                               "input": "Hello?", "output": "Hi."}) + "\n")
+    out = tmp_path / "lf.jsonl"
+    report = import_logs("langfuse", [str(src)], out).to_dict()
+    assert report["events"] == {"generation": 1}
+    (gen,) = check_written(out, report)
+    assert (gen["user_id"], gen["session_id"]) == ("42", "7")
