@@ -73,7 +73,6 @@ class ImportSink:
         self._tmp: list[str] = []
         self._events = self._open(self.log)
         self._quarantine = self._open(quarantine_path(self.log))
-        self.write_line = self._events.write
 
     def _open(self, final: Path):
         fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
@@ -92,6 +91,13 @@ class ImportSink:
     def quarantine_raw(self, line: bytes) -> None:
         """A quarantine line written elsewhere (by a worker), already counted in the report."""
         self._quarantine.write(line)
+
+    def append_file(self, path: str | os.PathLike) -> None:
+        """Events another process wrote (and counted) join the log."""
+        import shutil
+
+        with open(path, "rb") as f:
+            shutil.copyfileobj(f, self._events, 1 << 20)
 
     @property
     def staged_log(self) -> str:

@@ -20,6 +20,7 @@ import tempfile
 import zlib
 from array import array
 from collections import Counter
+from itertools import accumulate
 from pathlib import Path
 
 import orjson
@@ -40,33 +41,47 @@ _NOT_PARAMS = frozenset(("messages", "model", "user"))
 
 def import_openai(files: list[str], sink: ImportSink, mapping: ImportMap, validate: bool = True) -> None:
     with tempfile.TemporaryDirectory(dir=sink.log.parent, prefix=f".{sink.log.name}.") as tmp:
-        jobs = [(path, start, end, mapping, str(Path(tmp) / f"part-{k}"), validate)
-                for k, (path, start, end) in enumerate(r for f in files for r in _ranges(f))]
-        parts = _in_processes(jobs, Path(tmp)) if len(jobs) > 1 else [_convert_range(*job) for job in jobs]
-        asks = _merge_parts(files, jobs, parts, sink)
+        ranges = [r for f in files for r in _ranges(f)]
+        parts = [str(Path(tmp) / f"part-{k}") for k in range(len(ranges))]
+        converted = _run("_convert_range", [(*r, mapping, part) for r, part in zip(ranges, parts)], Path(tmp))
+        asks = _merge_parts(files, ranges, parts, converted, sink)
         turns = _turns(asks, mapping.window_ms)
-        _write_with_request_ids([job[4] for job in jobs], turns, sink, Path(tmp) / "regenerate.jsonl", validate)
+        bounds = list(accumulate((c["report"].used for c in converted), initial=0))
+        finished = _run("_finish_part", [(part, turns.slice(a, b - a).rows(), validate)
+                                         for part, a, b in zip(parts, bounds, bounds[1:])], Path(tmp))
+        for part, done in zip(parts, finished):
+            sink.report.events.update(done)
+            sink.append_file(f"{part}.events")
+        for part in parts:
+            sink.append_file(f"{part}.regenerate")
 
 
-def _in_processes(jobs: list[tuple], tmp: Path) -> list[dict]:
+def _run(function: str, jobs: list[tuple], tmp: Path) -> list:
+    """`function` of this module on each job: here for one job, else in worker processes."""
+    if len(jobs) == 1:
+        return [globals()[function](*jobs[0])]
+    return _in_processes(function, jobs, tmp)
+
+
+def _in_processes(function: str, jobs: list[tuple], tmp: Path) -> list:
     """Each job in a plain subprocess, at most one per CPU at a time. Not multiprocessing: its spawn re-runs the
     caller's __main__ (a script without a main guard, a notebook), and fork does not mix with Polars' threads."""
     import pickle
     import subprocess
     import sys
 
-    code = "import sys; from data.importers.openai_logs import _worker_main; _worker_main(sys.argv[1])"
+    code = "import sys; from data.importers.openai_logs import _worker_main; _worker_main(sys.argv[1], sys.argv[2])"
     running: list = []
     for k, job in enumerate(jobs):
-        (tmp / f"job-{k}").write_bytes(pickle.dumps(job))
+        (tmp / f"{function}-{k}").write_bytes(pickle.dumps(job))
         if len(running) == (os.cpu_count() or 1):
             _wait(running.pop(0))
-        running.append(subprocess.Popen([sys.executable, "-c", code, str(tmp / f"job-{k}")]))
+        running.append(subprocess.Popen([sys.executable, "-c", code, function, str(tmp / f"{function}-{k}")]))
     for proc in running:
         _wait(proc)
-    results = [pickle.loads((tmp / f"job-{k}.result").read_bytes()) for k in range(len(jobs))]
+    results = [pickle.loads((tmp / f"{function}-{k}.result").read_bytes()) for k in range(len(jobs))]
     for r in results:
-        if "error" in r:
+        if isinstance(r, dict) and "error" in r:
             raise (InvalidImport if r["error"] == "InvalidImport" else RuntimeError)(r["message"])
     return results
 
@@ -76,11 +91,11 @@ def _wait(proc) -> None:
         raise RuntimeError(f"an import worker exited with status {proc.returncode}")
 
 
-def _worker_main(job_file: str) -> None:
+def _worker_main(function: str, job_file: str) -> None:
     import pickle
 
     try:
-        result = _convert_range(*pickle.loads(Path(job_file).read_bytes()))
+        result = globals()[function](*pickle.loads(Path(job_file).read_bytes()))
     except Exception as exc:  # handed to the parent, which raises it with the import's context
         result = {"error": type(exc).__name__, "message": str(exc)}
     Path(f"{job_file}.result").write_bytes(pickle.dumps(result))
@@ -107,7 +122,7 @@ def _range_records(path: str, start: int | None, end: int | None):
     return records(path) if start is None else json_lines(path, start, end, blanks=True)
 
 
-def _convert_range(path: str, start, end, mapping: ImportMap, staged: str, validate: bool) -> dict:
+def _convert_range(path: str, start, end, mapping: ImportMap, staged: str) -> dict:
     """One file or byte range: staged generation lines and quarantine lines in files, counts and the
     (conversation key, time) of each staged line in arrays. Line numbers count from the range's first line."""
     report = ImportReport(format=FORMAT)
@@ -136,8 +151,6 @@ def _convert_range(path: str, start, end, mapping: ImportMap, staged: str, valid
             times(ev["ts"])
             answers(zlib.crc32(ev["generation_id"].encode()))  # told apart from the turn's next answer only
             report.used += 1
-    if validate:
-        _check(staged)
     return {"report": report, "asks": asks, "lines": lines}
 
 
@@ -155,21 +168,21 @@ def _check(path: str) -> None:
                                   + "; ".join(result.error_lines(5)))
 
 
-def _merge_parts(files, jobs, parts, sink: ImportSink) -> dict[str, array]:
+def _merge_parts(files, ranges, parts, converted, sink: ImportSink) -> dict[str, array]:
     """The workers' counts into the report, their quarantines (line numbers made file-relative) into the sink."""
     report = sink.report
     report.files.extend(files)
     asks = {name: array("q") for name in ASK_COLUMNS}
     offset, current = 0, None
-    for job, part in zip(jobs, parts):
-        if job[0] != current:
-            offset, current = 0, job[0]
+    for (path, _, _), staged, part in zip(ranges, parts, converted):
+        if path != current:
+            offset, current = 0, path
         r = part["report"]
         report.records_read += r.records_read
         report.used += r.used
         report.skipped.update(r.skipped)
         report.dropped_from_messages.update(r.dropped_from_messages)
-        with open(f"{job[4]}.quarantine", "rb") as f:
+        with open(f"{staged}.quarantine", "rb") as f:
             for line in f:
                 entry = orjson.loads(line)
                 entry["line"] += offset
@@ -236,8 +249,8 @@ def _in_capture_shape(messages) -> bool:
 
 
 def _turns(asks: dict[str, array], window_ms: int) -> pl.DataFrame:
-    """Per staged row, in row order: its turn's request id and, when a later ask of the same turn regenerated
-    it away, the time of that ask (null otherwise). A turn is a run of asks with one conversation key, each
+    """Per staged row, in row order: its turn (conversation key, time of its first ask) and, when a later ask of
+    the same turn regenerated it away, the time of that ask (null otherwise). A turn is a run of asks with one conversation key, each
     within `window_ms` of the one before; a repeated record (the same answer logged twice) regenerates nothing."""
     df = pl.DataFrame({name: pl.Series(values, dtype=pl.Int64) for name, values in asks.items()}) \
         .with_row_index("row")
@@ -249,37 +262,28 @@ def _turns(asks: dict[str, array], window_ms: int) -> pl.DataFrame:
         head_ts=pl.col("ts").first().over("turn"),
         regenerated_at=pl.when((pl.col("turn") == pl.col("turn").shift(-1))
                                & (pl.col("answer") != pl.col("answer").shift(-1))).then(pl.col("ts").shift(-1)))
-    ordered = ordered.with_columns(request_id=pl.format("openai-r-{}-{}", pl.col("key"), pl.col("head_ts")))
-    return ordered.sort("row").select("request_id", "regenerated_at")
+    return ordered.sort("row").select("key", "head_ts", "regenerated_at")
 
 
-def _write_with_request_ids(staged: list[str], turns: pl.DataFrame, sink: ImportSink, regen_path: Path,
-                            validate: bool) -> None:
-    """The staged lines in order with their turns' request ids; then the regenerate events, staged and checked
-    like the generations before they join the log."""
-    write, report = sink.write_line, sink.report
+def _finish_part(staged: str, turns: list[tuple], validate: bool) -> Counter:
+    """A staged part's lines with their turns' request ids (to `<part>.events`), the regenerate events of its
+    rows (to `<part>.regenerate`), both checked against the capture schema."""
     loads, dumps = orjson.loads, orjson.dumps
-    request_ids = iter(turns["request_id"].to_list())
-    regenerated = iter(turns["regenerated_at"].to_list())
     cut = len(PLACEHOLDER)
-    n = 0
-    with open(regen_path, "wb", buffering=1 << 20) as regen:
-        for path in staged:
-            with open(path, "rb") as f:
-                for line in f:
-                    write(b'{"request_id":"' + next(request_ids).encode() + b'",' + line[cut:])
-                    n += 1
-                    later = next(regenerated)
-                    if later is not None:
-                        g = loads(line)
-                        regen.write(dumps({
-                            "event_id": event_id(FORMAT, "regenerate", g["generation_id"]), "type": "regenerate",
-                            "ts": later, "session_id": g["session_id"], "user_id": g["user_id"],
-                            "tenant": g["tenant"], "tags": g["tags"], "generation_id": g["generation_id"]}) + b"\n")
-                        report.events["regenerate"] += 1
-    report.events["generation"] += n
+    counts: Counter = Counter()
+    with open(staged, "rb") as f, open(f"{staged}.events", "wb", buffering=1 << 20) as out, \
+            open(f"{staged}.regenerate", "wb", buffering=1 << 20) as regen:
+        for line, (key, head_ts, later) in zip(f, turns):
+            out.write(b'{"request_id":"openai-r-%d-%d",' % (key, head_ts) + line[cut:])
+            if later is not None:
+                g = loads(line)
+                regen.write(dumps({
+                    "event_id": event_id(FORMAT, "regenerate", g["generation_id"]), "type": "regenerate",
+                    "ts": later, "session_id": g["session_id"], "user_id": g["user_id"], "tenant": g["tenant"],
+                    "tags": g["tags"], "generation_id": g["generation_id"]}) + b"\n")
+                counts["regenerate"] += 1
+        counts["generation"] = len(turns)
     if validate:
-        _check(str(regen_path))
-    with open(regen_path, "rb") as f:
-        for line in f:
-            write(line)
+        _check(f"{staged}.events")
+        _check(f"{staged}.regenerate")
+    return counts
