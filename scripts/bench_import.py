@@ -68,12 +68,12 @@ def generate_requests(path: Path, n: int, seed: int = 0, users: int = 20_000) ->
     return {"records": written, "bytes": path.stat().st_size}
 
 
-def run_import(requests: Path, out: Path) -> dict:
+def run_import(requests: Path, out: Path, check: bool = True) -> dict:
     code = (
         "import json, resource, sys, time\n"
         "t = time.perf_counter()\n"
         "from data.importers import import_logs\n"
-        f"r = import_logs('openai', [{str(requests)!r}], {str(out)!r})\n"
+        f"r = import_logs('openai', [{str(requests)!r}], {str(out)!r}, validate={check})\n"
         "wall = time.perf_counter() - t\n"
         "me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)\n"
         "cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime\n"
@@ -96,6 +96,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=2, help="import/build pairs, alternating")
     ap.add_argument("--reuse", action="store_true", help="reuse the generated requests if present")
+    ap.add_argument("--compare-no-check", action="store_true",
+                    help="also import without the schema check of the written events (validate=False), each pair")
     args = ap.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -113,6 +115,11 @@ def main() -> int:
         import_rate = imp["report"]["records_read"] / imp["wall_s"]
         build_rate = build["accounting"]["read"] / build["wall_s"]
         ratios.append(import_rate / build_rate)
+        if args.compare_no_check:
+            bare = run_import(requests, work / "imported-unchecked.jsonl", check=False)
+            bare_rate = bare["report"]["records_read"] / bare["wall_s"]
+            print(f"pair {i + 1}, without the check: {bare['wall_s']:.2f} s ({bare_rate:,.0f} records/s, CPU "
+                  f"{bare['cpu_s']:.1f} s); ratio to the build below {bare_rate / build_rate:.2f}", flush=True)
         print(f"pair {i + 1}: import {imp['report']['records_read']:,} records -> {events:,} events "
               f"{imp['report']['events']} in {imp['wall_s']:.2f} s ({import_rate:,.0f} records/s, CPU "
               f"{imp['cpu_s']:.1f} s, peak RSS {imp['peak_rss_mb']:.0f} MB (largest process), load {load_import:.2f}); "

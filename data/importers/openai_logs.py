@@ -6,10 +6,11 @@ Every logged response becomes a `generation`. Regenerations are inferred: the sa
 messages, byte for byte) asked again by the same user within the map's window means the earlier answer was
 regenerated away; the asks share one `request_id` and each earlier one gets a `regenerate` event.
 
-Each record is parsed once. The first pass converts records into generation lines with a placeholder
-`request_id`, one staged file per byte range of a large file (ranges run in parallel processes, each validating
-what it wrote), and keeps two numbers a record (conversation key, time); Polars then finds the chains; the
-second pass copies the staged lines in order, each with its turn's `request_id`.
+Each record is parsed once. A large JSON-lines file is cut into one byte range per CPU, each handled by a worker
+process. The first pass converts records into generation lines with a placeholder `request_id` (a staged file
+per range) and keeps three numbers a record (conversation key, time, answer key); Polars then finds the turns
+over all of them; the second pass, in the workers again, writes each staged line with its turn's `request_id`
+and the regenerate events, and checks both against the capture schema; the parent joins the parts in order.
 """
 
 from __future__ import annotations

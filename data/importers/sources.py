@@ -71,7 +71,7 @@ def json_lines(path: str, start: int = 0, end: int | None = None,
         pos = start
         for number, line in enumerate(f, 1):
             pos += len(line)
-            if not line.strip():
+            if line.isspace():  # not strip(): that copies every line
                 if blanks:
                     yield number, None
             else:
