@@ -296,3 +296,14 @@ def test_numeric_ids_in_an_export_become_text(tmp_path):
     assert report["events"] == {"generation": 1}
     (gen,) = check_written(out, report)
     assert (gen["user_id"], gen["session_id"]) == ("42", "7")
+
+
+def test_cli_import_without_the_check_writes_the_same_log(tmp_path):
+    from flywheel.cli import main
+
+    checked, _ = imported(tmp_path, "openai", FIXTURES / "openai")
+    out = tmp_path / "unchecked.jsonl"
+    assert main(["data", "import", "openai", str(FIXTURES / "openai"), "--out", str(out), "--no-check",
+                 "--map", str(FIXTURES / "openai" / "map.yaml")]) == 0
+    assert out.read_bytes() == checked.read_bytes()
+    assert main(["data", "import", "openai", str(tmp_path / "missing"), "--out", str(out)]) == 1
