@@ -118,9 +118,10 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
-        with console.status(f"importing {args.format} records"):
+        with console.status(f"{args.format}: reading") as status:
             report = import_logs(args.format, args.paths, args.out, map_file=args.map_file,
-                                 validate=not args.no_check)
+                                 validate=not args.no_check,
+                                 progress=lambda text: status.update(f"{args.format}: {text}"))
     except (MapError, InvalidImport, ValueError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 1

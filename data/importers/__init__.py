@@ -22,15 +22,18 @@ __all__ = ["FORMATS", "ImportMap", "ImportReport", "InvalidImport", "MapError", 
 
 
 def import_logs(fmt: str, paths: Iterable[str | os.PathLike] | str, out: str | os.PathLike,
-                map_file: str | os.PathLike | ImportMap | None = None, validate: bool = True) -> ImportReport:
+                map_file: str | os.PathLike | ImportMap | None = None, validate: bool = True,
+                progress=None) -> ImportReport:
+    """`progress(text)`, if given, hears each stage as it starts."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: one of {', '.join(FORMATS)}")
     files = expand([paths] if isinstance(paths, (str, os.PathLike)) else paths)
     mapping = map_file if isinstance(map_file, ImportMap) else load_map(map_file)
-    sink = ImportSink(out, ImportReport(format=fmt))
+    sink = ImportSink(out, ImportReport(format=fmt), progress)
     try:
         _run(fmt, files, sink, mapping, validate)
         if validate and fmt != "openai":  # the openai importer checks its events as it stages them
+            sink.stage("checking the events against the capture schema")
             _validate(sink)
     except BaseException:
         sink.abort()

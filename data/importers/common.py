@@ -66,9 +66,10 @@ class ImportSink:
     """Writes events and quarantined records to temporary files beside `log`; `commit` renames the log, its
     quarantine and its report into place together, so a failed import leaves the previous ones untouched."""
 
-    def __init__(self, log: str | os.PathLike, report: ImportReport):
+    def __init__(self, log: str | os.PathLike, report: ImportReport, progress=None):
         self.log = Path(log)
         self.report = report
+        self._progress = progress
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self._tmp: list[str] = []
         self._events = self._open(self.log)
@@ -78,6 +79,11 @@ class ImportSink:
         fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
         self._tmp.append(tmp)
         return os.fdopen(fd, "wb", buffering=1 << 20)
+
+    def stage(self, text: str) -> None:
+        """Where a long import is, for the command line's status line."""
+        if self._progress is not None:
+            self._progress(text)
 
     def event(self, ev: dict) -> None:
         self._events.write(orjson.dumps(ev) + b"\n")

@@ -44,9 +44,12 @@ def import_openai(files: list[str], sink: ImportSink, mapping: ImportMap, valida
     with tempfile.TemporaryDirectory(dir=sink.log.parent, prefix=f".{sink.log.name}.") as tmp:
         ranges = [r for f in files for r in _ranges(f)]
         parts = [str(Path(tmp) / f"part-{k}") for k in range(len(ranges))]
+        sink.stage(f"converting {len(ranges)} part(s) of {len(files)} file(s)")
         converted = _run("_convert_range", [(*r, mapping, part) for r, part in zip(ranges, parts)], Path(tmp))
         asks = _merge_parts(files, ranges, parts, converted, sink)
+        sink.stage("finding regenerations")
         turns = _turns(asks, mapping.window_ms)
+        sink.stage("writing and checking the events")
         bounds = list(accumulate((c["report"].used for c in converted), initial=0))
         finished = _run("_finish_part", [(part, turns.slice(a, b - a).rows(), validate)
                                          for part, a, b in zip(parts, bounds, bounds[1:])], Path(tmp))

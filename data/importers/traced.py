@@ -65,14 +65,17 @@ Reader = Callable[[dict], "Node | Feedback | str"]
 def import_traced(fmt: str, files: list[str], sink: ImportSink, mapping: ImportMap, read: Reader) -> None:
     traces: dict[str, _Trace] = {}
     calls: set[str] = set()
+    sink.stage("indexing traces")
     for _, _, item, _ in _items(files, read):
         if isinstance(item, Node):
             _index(item, traces, calls)
     imported: dict[str, tuple] = {}
+    sink.stage("writing generations")
     for path, number, item, rec in _items(files, read):
         if not isinstance(item, Feedback):
             sink.report.records_read += 1
             _generation_of(fmt, (path, number, rec), item, traces, imported, sink, mapping)
+    sink.stage("writing feedback")
     for path, number, item, rec in _items(files, read):
         if isinstance(item, Feedback):
             sink.report.records_read += 1

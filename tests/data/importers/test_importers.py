@@ -307,3 +307,10 @@ def test_cli_import_without_the_check_writes_the_same_log(tmp_path):
                  "--map", str(FIXTURES / "openai" / "map.yaml")]) == 0
     assert out.read_bytes() == checked.read_bytes()
     assert main(["data", "import", "openai", str(tmp_path / "missing"), "--out", str(out)]) == 1
+
+
+def test_progress_hears_each_stage(tmp_path):
+    stages: list[str] = []
+    import_logs("langsmith", [str(FIXTURES / "langsmith")], tmp_path / "ls.jsonl", progress=stages.append)
+    assert stages == ["indexing traces", "writing generations", "writing feedback",
+                      "checking the events against the capture schema"]
