@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 from pathlib import Path
 
 from flywheel.files import write_json_atomic, write_text_atomic
-from flywheel.report_style import page, verdict
+from flywheel.report_style import page, png_bytes, verdict
 
 
 def _num(x) -> str:
@@ -63,11 +62,7 @@ def _plot_checks(checks: dict) -> bytes | None:
         ax.tick_params(axis="x", labelsize=9)
     axes[0, 0].set_title("Checks: statistic (adapter - base, or share) with 95% interval; dashed = threshold",
                          fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def _plot_slices(check: dict | None) -> bytes | None:
@@ -97,11 +92,7 @@ def _plot_slices(check: dict | None) -> bytes | None:
         ax.tick_params(axis="x", labelsize=9)
     for ax in axes.flat[len(metrics):]:
         ax.axis("off")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def _result(check: dict) -> str:
@@ -140,7 +131,7 @@ def decision_basis(decision: str, checks: dict, reasons: list[str] | None = None
         line += f"; advisory, not deciding: {', '.join(advisory)}"
     # Reasons that are no check's own (e.g. the eval set changed) decide too.
     own = {c.get("reason") for c in checks.values()}
-    others = [r for r in reasons or [] if r not in own]
+    others = [r for r in reasons or [] if r not in own and not any(r.startswith(f"{n}:") for n in checks)]
     if others:
         line += "; also: " + "; ".join(others)
     return line + (f". Rule: {rule}" if rule else "")

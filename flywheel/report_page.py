@@ -7,16 +7,15 @@ periods draws the same chart and sentence as the demo's two.
 from __future__ import annotations
 
 import html
-import io
 from pathlib import Path
 from typing import Any
 
 from flywheel.demo import METRICS
 from flywheel.files import write_text_atomic
-from flywheel.report_style import page, value_with_interval, verdict
+from flywheel.report_style import page, png_bytes, value_with_interval, verdict
 
 # The three figures the page leads with: what a user of the product feels (metric key, label, unit word).
-HEADLINE_METRICS = (("edit_cost", "edit cost", "normalised edit distance, reply -> kept text"),
+HEADLINE_METRICS = (("edit_cost", "edit cost", "edit distance, reply to kept text"),
                     ("regen_rate", "regenerations per turn", "regenerations per turn"),
                     ("abandon_rate", "abandon rate", "share of turns abandoned"))
 CHART = "periods.png"
@@ -34,7 +33,7 @@ def period_chart(periods: list[dict[str, Any]]) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [period_label(i, p) for i, p in enumerate(periods)]
+    labels = [period_label(i, p).replace(" (", "\n(") for i, p in enumerate(periods)]
     fig, axes = plt.subplots(1, len(HEADLINE_METRICS), figsize=(11.8, 3.5), squeeze=False)
     for ax, (key, title, ylabel) in zip(axes[0], HEADLINE_METRICS):
         values = [p[key] for p in periods]
@@ -54,11 +53,7 @@ def period_chart(periods: list[dict[str, Any]]) -> bytes:
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("The same simulated users, period by period: mean with 95 % interval (bootstrap over users)",
                  fontsize=11)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def _change(before: float, after: float) -> str:
@@ -159,7 +154,7 @@ def _kept(turn: dict[str, Any]) -> str:
         return f"<pre class='reply'>{html.escape(turn['edited'])}</pre>"
     if turn["accepted"]:
         return "<span class='muted'>kept as it was</span>"
-    return "<span class='muted'>nothing: the user left this turn</span>"
+    return "<span class='muted'>nothing kept: the user rephrased or left</span>"
 
 
 def _examples_section(examples: list[tuple[dict, dict]], labels: tuple[str, str]) -> str:
@@ -187,9 +182,11 @@ def _artefacts_section(summary: dict[str, Any], out: Path) -> str:
         (art["eval_set"] / "eval_set.json", "eval set"),
         (art["sft"] / "lineage.json", "SFT adapter lineage"), (art["dpo"] / "lineage.json", "DPO adapter lineage"),
         (art["gate"] / "gate_report.html", "gate report"), (art["gate"] / "gate_report.json", "gate report (JSON)"),
-        (art["registry"], "registry"), (art["monitor"] / "monitor.html", "monitor report"),
+        (art["monitor"] / "monitor.html", "monitor report"),
         (art["monitor"] / "monitor.md", "monitor report (Markdown)"), (out / "summary.json", "summary.json"),
     ]
+    if summary.get("promotion"):  # the registry is written by the first promotion
+        entries.insert(9, (art["registry"], "registry"))
     items = []
     for path, text in entries:
         rel = path.relative_to(out) if path.is_relative_to(out) else path

@@ -7,6 +7,7 @@ shrink to the page, long paths break, and a figure's interval goes on a line of 
 from __future__ import annotations
 
 import html
+import io
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:1180px;margin:1.2em auto;padding:0 1.2em;
@@ -47,3 +48,14 @@ def value_with_interval(value: float | None, interval: list[float] | None, digit
     if interval:
         text += f"<br><small>[{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]</small>"
     return text
+
+
+def png_bytes(fig, dpi: int = 100) -> bytes:
+    """A laid-out matplotlib figure as PNG bytes; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()

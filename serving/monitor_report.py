@@ -44,11 +44,18 @@ def _comparison_table(cmp_: dict[str, Any]) -> str:
             "<th>worse is</th><th>margin</th><th>regressed</th></tr>" + "".join(rows) + "</table>")
 
 
+def headline_word(report: dict[str, Any]) -> str:
+    """ALERT, OK (the newest version compared, nothing regressed), or NOTHING TO COMPARE (a single version)."""
+    if report["alert"]:
+        return "ALERT"
+    return "OK" if report["comparison"] else "NOTHING TO COMPARE"
+
+
 def render_html(report: dict[str, Any]) -> str:
     esc = html.escape
     names = list(report["metrics"])
-    ok = not report["alert"]
-    parts = [f"<h1>Production monitor: {verdict(ok, 'OK' if ok else 'ALERT')}</h1>",
+    word = headline_word(report)
+    parts = [f"<h1>Production monitor: {verdict(word != 'ALERT', word)}</h1>",
              f"<p class='basis'>{esc(basis(report))}</p>",
              f"<p><small>inputs: {esc(', '.join(report['inputs']))}</small></p>"]
     if report["comparison"]:
@@ -64,4 +71,4 @@ def render_html(report: dict[str, Any]) -> str:
         parts.append(f"<p><img src='{esc(chart)}' alt='{esc(chart)}'></p>")
     parts.append("<h2>Metrics</h2><ul>" + "".join(f"<li><b>{esc(n)}</b>: {esc(d)}</li>"
                                                   for n, d in report["metrics"].items()) + "</ul>")
-    return page(f"Production monitor: {'OK' if ok else 'ALERT'}", "\n".join(parts))
+    return page(f"Production monitor: {word}", "\n".join(parts))

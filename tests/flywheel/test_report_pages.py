@@ -41,6 +41,8 @@ def test_each_page_states_the_decision_its_json_holds(demo, page):
     # The sentence at the top says which way the decision went.
     lead = page.locator("p.lead").inner_text()
     assert ("passed the gate" in lead) == (summary["gate"]["decision"] == "pass"), lead
+    # Real replies of both periods, each with what the user kept of it.
+    assert page.locator("pre.reply").count() >= 2
 
     gate = json.loads((out / "gate" / "gate_report.json").read_text())
     check_page(page, out / "gate" / "gate_report.html")
@@ -49,7 +51,8 @@ def test_each_page_states_the_decision_its_json_holds(demo, page):
 
     monitor = json.loads((out / "monitor" / "monitor.json").read_text())
     check_page(page, out / "monitor" / "monitor.html")
-    assert page.locator("h1").inner_text() == f"Production monitor: {'ALERT' if monitor['alert'] else 'OK'}"
+    word = "ALERT" if monitor["alert"] else ("OK" if monitor["comparison"] else "NOTHING TO COMPARE")
+    assert page.locator("h1").inner_text() == f"Production monitor: {word}"
 
 
 @pytest.fixture(scope="module")
