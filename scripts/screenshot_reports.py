@@ -24,7 +24,7 @@ PAGES = {"index.html": "demo-page.png", "gate/gate_report.html": "demo-gate-repo
 
 
 def small_png(png: bytes) -> bytes:
-    image = Image.open(io.BytesIO(png)).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    image = Image.open(io.BytesIO(png)).convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE)
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=True)
     return buf.getvalue()
@@ -44,8 +44,8 @@ def screenshot_reports(demo_out: Path, out: Path, width: int = WIDTH) -> dict[st
             if not problems[name]:
                 png = small_png(page.screenshot(full_page=True))
                 (out / target).write_bytes(png)
-                print(f"{out / target}: {Image.open(io.BytesIO(png)).size[0]}x"
-                      f"{Image.open(io.BytesIO(png)).size[1]} px, {len(png) / 1024:.0f} KiB")
+                width, height = Image.open(io.BytesIO(png)).size
+                print(f"{out / target}: {width}x{height} px, {len(png) / 1024:.0f} KiB")
     return problems
 
 
