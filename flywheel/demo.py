@@ -9,7 +9,8 @@ Read top to bottom, this is the whole loop a user runs on their own model and lo
 5. gate the DPO adapter against the base; promote it when it passes;
 6. period 1: the same population of users works with the promoted adapter (another seed);
 7. the production monitor compares the two periods;
-8. a summary on the terminal, `summary.json`, and `index.html` linking every artefact.
+8. a summary on the terminal, `summary.json`, and `index.html` (flywheel/report_page.py): what happened in one
+   sentence and one chart, the gate, real replies before and after, and every artefact.
 
 Every step calls the same public function its CLI subcommand calls, and reads only what the step before wrote.
 """
