@@ -15,11 +15,14 @@ import pytest
 from flywheel.page_check import browser_page, check_page, chromium_path
 
 
+# Decided before any fixture runs, so a machine without a browser does not run the demo for nothing.
+pytestmark = pytest.mark.skipif(chromium_path() is None, reason=(
+    "no Chromium installed (apt-get install chromium, as .ci/run does): the browser checks of the report pages did "
+    "not run"))
+
+
 @pytest.fixture(scope="module")
 def page():
-    if chromium_path() is None:
-        pytest.skip("no Chromium installed (apt-get install chromium, as .ci/run does): the browser checks of the "
-                    "report pages did not run")
     with browser_page() as p:
         yield p
 
