@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 from pathlib import Path
 
 from flywheel.files import write_json_atomic, write_text_atomic
+from flywheel.report_style import page, png_bytes, verdict
 
 
 def _num(x) -> str:
@@ -47,7 +47,7 @@ def _plot_checks(checks: dict) -> bytes | None:
     rows = [(name, c) for name, c in checks.items() if c.get("interval")]
     if not rows:
         return None
-    fig, axes = plt.subplots(len(rows), 1, figsize=(7, 0.9 * len(rows) + 0.6), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(9, 0.9 * len(rows) + 0.7), squeeze=False)
     for ax, (name, c) in zip(axes[:, 0], rows):
         point = c.get("value", c.get("diff"))
         lo, hi = c["interval"]
@@ -58,15 +58,11 @@ def _plot_checks(checks: dict) -> bytes | None:
             ax.axvline(t, color="grey", linestyle="--", linewidth=1)
         ax.axvline(0.5 if "value" in c and "share" in c.get("statistic", "") else 0.0, color="black", linewidth=0.5)
         ax.set_yticks([0])
-        ax.set_yticklabels([name], fontsize=8)
-        ax.tick_params(axis="x", labelsize=7)
+        ax.set_yticklabels([name], fontsize=10)
+        ax.tick_params(axis="x", labelsize=9)
     axes[0, 0].set_title("Checks: statistic (adapter - base, or share) with 95% interval; dashed = threshold",
-                         fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+                         fontsize=10)
+    return png_bytes(fig)
 
 
 def _plot_slices(check: dict | None) -> bytes | None:
@@ -78,9 +74,12 @@ def _plot_slices(check: dict | None) -> bytes | None:
     if not check or not check.get("slices"):
         return None
     metrics = sorted({s["metric"] for s in check["slices"]})
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 0.35 * max(
-        sum(s["metric"] == m for s in check["slices"]) for m in metrics) + 1.2), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
+    # Two panels a row at most, so the chart keeps the page's width however many metrics are sliced.
+    ncols = min(2, len(metrics))
+    nrows = math.ceil(len(metrics) / ncols)
+    tallest = max(sum(s["metric"] == m for s in check["slices"]) for m in metrics)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(10.5, nrows * (0.3 * tallest + 1.0)), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics):
         rows = [s for s in check["slices"] if s["metric"] == metric]
         for y, s in enumerate(rows):
             lo, hi = s["interval"]
@@ -88,31 +87,58 @@ def _plot_slices(check: dict | None) -> bytes | None:
                         color="tab:red" if s["regressed"] else "tab:blue")
         ax.axvline(0.5 if metric == "movement_share" else 0.0, color="black", linewidth=0.5)
         ax.set_yticks(range(len(rows)))
-        ax.set_yticklabels([f"{s['slice']} (n={s['n']})" for s in rows], fontsize=7)
-        ax.set_title(metric, fontsize=8)
-        ax.tick_params(axis="x", labelsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+        ax.set_yticklabels([f"{s['slice']} (n={s['n']})" for s in rows], fontsize=9)
+        ax.set_title(f"{metric} per slice, 95% interval (red: regressed)", fontsize=10)
+        ax.tick_params(axis="x", labelsize=9)
+    for ax in axes.flat[len(metrics):]:
+        ax.axis("off")
+    return png_bytes(fig)
 
 
-def _check_table(checks: dict) -> list[list[str]]:
+def _result(check: dict) -> str:
+    if check["passed"]:
+        return "PASS"
+    return "INSUFFICIENT_DATA" if check.get("status") == "INSUFFICIENT_DATA" else "FAIL"
+
+
+def _check_table(checks: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the checks table; the role and minimum detectable effect columns where the gate gives them."""
+    with_role = any("role" in c for c in checks.values())
+    with_mde = any(c.get("mde") is not None for c in checks.values())
+    header = ["check"] + (["role"] if with_role else []) + ["result", "base", "adapter", "statistic",
+                                                             "95% interval"]
+    header += (["smallest detectable"] if with_mde else []) + ["threshold", "n"]
     rows = []
     for name, c in checks.items():
-        rows.append([name, "PASS" if c["passed"] else ("INSUFFICIENT_DATA" if c.get("status") ==
-                                                          "INSUFFICIENT_DATA" else "FAIL"),
-                     _num(c.get("base")), _num(c.get("adapter")), _num(c.get("value", c.get("diff"))),
-                     _num(c.get("interval")), _num(c.get("threshold")), _num(c.get("n"))])
-    return rows
+        row = [name] + ([c.get("role", "")] if with_role else []) + [
+            _result(c), _num(c.get("base")), _num(c.get("adapter")), _num(c.get("value", c.get("diff"))),
+            _num(c.get("interval"))]
+        rows.append(row + ([_num(c.get("mde"))] if with_mde else []) + [_num(c.get("threshold")), _num(c.get("n"))])
+    return header, rows
 
 
-HEADER = ["check", "result", "base", "adapter", "statistic", "95% interval", "threshold", "n"]
+def decision_basis(decision: str, checks: dict, reasons: list[str] | None = None, rule: str | None = None) -> str:
+    """One line: what the gate's decision rests on (its rule, and which checks decided it)."""
+    deciding = [n for n, c in checks.items() if c.get("role", "required") == "required"]
+    advisory = [n for n in checks if n not in deciding]
+    failed = [n for n in deciding if not checks[n]["passed"]]
+    kind = "required checks" if advisory or any("role" in c for c in checks.values()) else "checks"
+    if failed:
+        line = f"{decision.upper()}: {len(failed)} of {len(deciding)} {kind} failed ({', '.join(failed)})"
+    else:
+        line = f"{decision.upper()}: all {len(deciding)} {kind} passed ({', '.join(deciding)})"
+    if advisory:
+        line += f"; advisory, not deciding: {', '.join(advisory)}"
+    # Reasons that are no check's own (e.g. the eval set changed) decide too.
+    own = {c.get("reason") for c in checks.values()}
+    others = [r for r in reasons or [] if r not in own and not any(r.startswith(f"{n}:") for n in checks)]
+    if others:
+        line += "; also: " + "; ".join(others)
+    return line + (f". Rule: {rule}" if rule else "")
 
 
 def render_markdown(report: dict, images: dict[str, bytes]) -> str:
-    lines = [f"# Gate report: {report['decision'].upper()}", ""]
+    lines = [f"# Gate report: {report['decision'].upper()}", "", basis_of(report), ""]
     lines += [f"- adapter: `{report['adapter']['path']}` (sha256 {report['adapter']['adapter_sha256'][:12]})",
               f"- base: `{report['base']['path']}` (weights sha256 {report['base']['weights_sha256'][:12]})",
               f"- eval set: `{report['eval_set']['path']}` version {report['eval_set']['version']} "
@@ -122,8 +148,9 @@ def render_markdown(report: dict, images: dict[str, bytes]) -> str:
         lines += ["## Reasons", ""] + [f"- {r}" for r in report["reasons"]] + [""]
     if report.get("warnings"):
         lines += ["## Warnings", ""] + [f"- {w}" for w in report["warnings"]] + [""]
-    lines += ["## Checks", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(r) + " |" for r in _check_table(report["checks"])]
+    header, rows = _check_table(report["checks"])
+    lines += ["## Checks", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines.append("")
     for name in images:
         lines += [f"![{name}]({name})", ""]
@@ -138,15 +165,25 @@ def render_markdown(report: dict, images: dict[str, bytes]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def basis_of(report: dict) -> str:
+    return decision_basis(report["decision"], report["checks"], report.get("reasons"), report.get("decision_rule"))
+
+
+def _html_table(header: list[str], rows: list[list[str]], result_col: int | None = None) -> str:
+    esc = html.escape
+    out = ["<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>"]
+    for row in rows:
+        cells = [verdict(v == "PASS", v) if i == result_col else esc(v) for i, v in enumerate(row)]
+        out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return "".join(out) + "</table>"
+
+
 def render_html(report: dict, images: dict[str, bytes]) -> str:
     esc = html.escape
-    color = "#1a7f37" if report["decision"] == "pass" else "#cf222e"
+    header, rows = _check_table(report["checks"])
     parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>Gate report</title><style>"
-        "body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}.fail{color:#cf222e}.pass{color:#1a7f37}"
-        "</style></head><body>",
-        f"<h1>Gate report: <span style='color:{color}'>{esc(report['decision'].upper())}</span></h1>",
+        f"<h1>Gate report: {verdict(report['decision'] == 'pass', report['decision'].upper())}</h1>",
+        f"<p class='basis'>{esc(basis_of(report))}</p>",
         "<ul>",
         f"<li>adapter: <code>{esc(report['adapter']['path'])}</code> "
         f"(sha256 {esc(report['adapter']['adapter_sha256'][:12])})</li>",
@@ -159,18 +196,18 @@ def render_html(report: dict, images: dict[str, bytes]) -> str:
         parts.append("<h2>Reasons</h2><ul>" + "".join(f"<li>{esc(r)}</li>" for r in report["reasons"]) + "</ul>")
     if report.get("warnings"):
         parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{esc(w)}</li>" for w in report["warnings"]) + "</ul>")
-    parts.append("<h2>Checks</h2><table><tr>" + "".join(f"<th>{h}</th>" for h in HEADER) + "</tr>")
-    for row in _check_table(report["checks"]):
-        cls = "pass" if row[1] == "PASS" else "fail"
-        parts.append("<tr>" + "".join(f"<td class='{cls}'>{esc(v)}</td>" if i == 1 else f"<td>{esc(v)}</td>"
-                                      for i, v in enumerate(row)) + "</tr>")
-    parts.append("</table>")
+    parts.append("<h2>Checks</h2>" + _html_table(header, rows, result_col=header.index("result")))
     for name, png in images.items():
         parts.append(f"<p><img alt='{esc(name)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'></p>")
+    slices = (report["checks"].get("slices") or {}).get("slices") or []
+    if slices:
+        parts.append("<h2>Slices</h2>" + _html_table(
+            ["slice", "metric", "value", "95% interval", "n", "regressed"],
+            [[s["slice"], s["metric"], _num(s["value"]), _num(s["interval"]), str(s["n"]),
+              "yes" if s["regressed"] else "no"] for s in slices]))
     parts.append("<h2>Methods</h2><ul>" + "".join(f"<li><b>{esc(n)}</b>: {esc(str(c.get('method')))}</li>"
                                                   for n, c in report["checks"].items()) + "</ul>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return page(f"Gate report: {report['decision'].upper()}", "\n".join(parts))
 
 
 def write_reports(report: dict, items: list[dict], out: Path) -> None:

@@ -9,14 +9,14 @@ Read top to bottom, this is the whole loop a user runs on their own model and lo
 5. gate the DPO adapter against the base; promote it when it passes;
 6. period 1: the same population of users works with the promoted adapter (another seed);
 7. the production monitor compares the two periods;
-8. a summary on the terminal, `summary.json`, and `index.html` linking every artefact.
+8. a summary on the terminal, `summary.json`, and `index.html` (flywheel/report_page.py): what happened in one
+   sentence and one chart, the gate, real replies before and after, and every artefact.
 
 Every step calls the same public function its CLI subcommand calls, and reads only what the step before wrote.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import shutil
 import time
@@ -27,7 +27,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from flywheel.files import write_json_atomic, write_text_atomic
+from flywheel.files import write_json_atomic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RECIPES = REPO_ROOT / "recipes" / "tiny"
@@ -113,6 +113,7 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None) -> dict[str,
     from data.build import build_datasets
     from eval.freeze import freeze
     from eval.gate import run_gate
+    from flywheel.report_page import write_demo_page
     from serving.monitor import monitor
     from serving.registry import PromotionRefused, promote
     from simulation.simulate import simulate
@@ -188,7 +189,7 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None) -> dict[str,
     steps.done()
     summary["timings_s"] = steps.timings
     write_json_atomic(out / "summary.json", summary)
-    write_text_atomic(out / "index.html", _html(summary, out))
+    write_demo_page(summary, out, [summary["period_0"], summary["period_1"]], [paths["log_0"], paths["log_1"]])
     _print_summary(summary)
     console.print(f"\nreport: {out / 'index.html'}")
     return summary
@@ -222,7 +223,8 @@ def _summary(settings, model, manifest, eval_set, sft, dpo, report, promoted, mo
     period_0 = _period_figures(mon_periods[0], _version_label(mon_periods[0], None))
     period_1 = _period_figures(mon_periods[1], _version_label(mon_periods[1], adapter_name_1))
     checks = {
-        name: {k: c.get(k) for k in ("passed", "base", "adapter", "diff", "interval", "n", "method")}
+        name: {k: c.get(k) for k in ("passed", "base", "adapter", "diff", "value", "interval", "n", "method", "role",
+                                     "mde") if k in c or k not in ("value", "role", "mde")}
         for name, c in report.get("checks", {}).items()
     }
     return {
@@ -236,7 +238,8 @@ def _summary(settings, model, manifest, eval_set, sft, dpo, report, promoted, mo
             "sft": {"path": str(sft), "metrics": _read_json(Path(sft) / "lineage.json").get("metrics")},
             "dpo": {"path": str(dpo), "metrics": _read_json(Path(dpo) / "lineage.json").get("metrics")},
         },
-        "gate": {"decision": report["decision"], "reasons": report.get("reasons", []), "checks": checks,
+        "gate": {"decision": report["decision"], "decision_rule": report.get("decision_rule"),
+                 "reasons": report.get("reasons", []), "checks": checks,
                  "report": str(paths["gate"] / "gate_report.json")},
         "promotion": ({"alias": ALIAS, "version": promoted["name"], "path": promoted["path"],
                        "adapter_sha256": promoted["adapter"]["adapter_sha256"], "registry": str(paths["registry"])}
@@ -304,50 +307,3 @@ def _num(v: Any) -> str:
     if isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) for x in v):
         return "[" + ", ".join(f"{x:.3g}" for x in v) + "]"
     return "" if v is None else str(v)
-
-
-def _html(summary: dict[str, Any], out: Path) -> str:
-    def link(path: str | Path, text: str | None = None) -> str:
-        p = Path(path)
-        rel = p.relative_to(out) if p.is_relative_to(out) else p
-        return f'<a href="{html.escape(str(rel))}">{html.escape(text or str(rel))}</a>'
-
-    art = summary["artefacts"]
-    rows = "".join(
-        f"<tr><td>{m}</td><td>{_fmt(summary['period_0'][m], summary['period_0']['intervals'][m])}</td>"
-        f"<td>{_fmt(summary['period_1'][m], summary['period_1']['intervals'][m])}</td></tr>"
-        for m in METRICS
-    )
-    gate_rows = "".join(
-        f"<tr><td>{html.escape(n)}</td><td>{c['passed']}</td><td>{html.escape(_num(c['base']))}</td>"
-        f"<td>{html.escape(_num(c['adapter']))}</td><td>{html.escape(_num(c['interval']))}</td></tr>"
-        for n, c in summary["gate"]["checks"].items()
-    )
-    charts = sorted(Path(art["monitor"]).glob("*.png"))
-    charts_html = "".join(f'<img src="{html.escape(str(p.relative_to(out)))}" width="480">' for p in charts)
-    promo = summary["promotion"]
-    artefacts = [
-        (art["log_0"], "capture log, period 0"), (art["log_1"], "capture log, period 1"),
-        (Path(art["build"]) / "README.md", "dataset card"), (Path(art["build"]) / "manifest.json", "dataset manifest"),
-        (Path(art["eval_set"]) / "eval_set.json", "eval set"),
-        (Path(art["sft"]) / "lineage.json", "SFT adapter lineage"), (Path(art["dpo"]) / "lineage.json", "DPO adapter lineage"),
-        (Path(art["gate"]) / "gate_report.html", "gate report"), (Path(art["gate"]) / "gate_report.json", "gate report (JSON)"),
-        (art["registry"], "registry"), (Path(art["monitor"]) / "monitor.md", "monitor report"),
-        ("summary.json", "summary.json"),
-    ]
-    items = "".join(f"<li>{link(out / p if not Path(p).is_absolute() else p, text)}</li>" for p, text in artefacts)
-    decision = summary["gate"]["decision"]
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Flywheel demo</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{padding:.2em .8em;border-bottom:1px solid #ddd}}
-.pass{{color:#070}}.fail{{color:#a00}}</style></head><body>
-<h1>Flywheel demo: one turn of the wheel</h1>
-<h2>Gate: <span class="{decision}">{decision.upper()}</span></h2>
-<p>{'promoted ' + html.escape(promo['version']) + ' as alias ' + html.escape(promo['alias']) if promo else 'nothing promoted'}</p>
-<table><tr><th>check</th><th>passed</th><th>base</th><th>adapter</th><th>interval</th></tr>{gate_rows}</table>
-<h2>Users, period 0 (base) against period 1 (promoted adapter)</h2>
-<table><tr><th>metric</th><th>period 0</th><th>period 1</th></tr>{rows}</table>
-{charts_html}
-<h2>Artefacts</h2><ul>{items}</ul>
-</body></html>
-"""

@@ -32,6 +32,7 @@ import numpy as np
 
 from flywheel.files import atomic_dir
 from flywheel.textdist import edit_cost
+from serving.monitor_report import render_html
 
 # name (also the per-turn field) -> (+1 if higher is worse, -1 if lower is worse; what it measures)
 METRICS: dict[str, tuple[int, str]] = {
@@ -253,7 +254,7 @@ def _charts(report: dict[str, Any], out: Path) -> list[str]:
     written = []
     names = list(METRICS)
     labels = list(report["versions"])
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+    fig, axes = plt.subplots(2, 4, figsize=(14, 6.4))
     for ax, name in zip(axes.flat, names):
         values = [report["versions"][v][name] for v in labels]
         lo = [values[i] - report["versions"][v]["intervals"][name][0] for i, v in enumerate(labels)]
@@ -265,11 +266,11 @@ def _charts(report: dict[str, Any], out: Path) -> list[str]:
     axes.flat[-1].text(0, 0.5, f"{report['turns']} turns\nbars: mean; whiskers: {int(LEVEL * 100)} % bootstrap "
                        "over users", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out / "versions.png", dpi=80)
+    fig.savefig(out / "versions.png", dpi=84)
     plt.close(fig)
     written.append("versions.png")
     if report["period"] != "none" and report["by_period"]:
-        fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+        fig, axes = plt.subplots(2, 4, figsize=(14, 6.4))
         periods = sorted({r["period"] for r in report["by_period"]})
         for ax, name in zip(axes.flat, names):
             for label in labels:
@@ -283,7 +284,7 @@ def _charts(report: dict[str, Any], out: Path) -> list[str]:
         axes.flat[0].legend(fontsize=7)
         axes.flat[-1].axis("off")
         fig.tight_layout()
-        fig.savefig(out / "periods.png", dpi=80)
+        fig.savefig(out / "periods.png", dpi=84)
         plt.close(fig)
         written.append("periods.png")
     return written
@@ -297,7 +298,7 @@ def monitor(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Compute the monitor report for capture `logs`, write it to `out` (monitor.json, monitor.md, PNG charts).
+    """Compute the monitor report for capture `logs`, write it to `out` (monitor.json, .md, .html, PNG charts).
 
     Returns the report: `versions` (label -> {base, adapter, turns, users, first_ts, last_ts, <metric>: mean,
     intervals: {<metric>: [lo, hi]}}; labels are the adapter name, or "base" for the plain base model),
@@ -363,4 +364,5 @@ def monitor(
         report["charts"] = _charts(report, tmp) if versions else []
         (tmp / "monitor.json").write_text(json.dumps(report, indent=2) + "\n")
         (tmp / "monitor.md").write_text(_markdown(report))
+        (tmp / "monitor.html").write_text(render_html(report))
     return report

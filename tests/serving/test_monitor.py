@@ -108,6 +108,10 @@ def test_figures_match_hand_computation(tmp_path):
     out = tmp_path / "out"
     assert json.loads((out / "monitor.json").read_text())["versions"]["base"]["turns"] == 5
     assert "| base | 5 | 2 |" in (out / "monitor.md").read_text()
+    page = (out / "monitor.html").read_text()
+    assert "<h1>Production monitor: <span class='pass'>OK</span></h1>" in page
+    assert "It rests on support-v1 against base over 8 turns" in page
+    assert "src='versions.png'" in page and "src='periods.png'" in page
     assert sorted(p.name for p in out.glob("*.png")) == ["periods.png", "versions.png"]
     assert (out / "versions.png").read_bytes()[:4] == b"\x89PNG"
 
