@@ -101,14 +101,17 @@ def _plot_slices(check: dict | None) -> bytes | None:
 def _check_table(checks: dict) -> list[list[str]]:
     rows = []
     for name, c in checks.items():
-        rows.append([name, "PASS" if c["passed"] else ("INSUFFICIENT_DATA" if c.get("status") ==
-                                                          "INSUFFICIENT_DATA" else "FAIL"),
+        rows.append([name, c.get("role", "required"),
+                     "PASS" if c["passed"] else ("INSUFFICIENT_DATA" if c.get("status") ==
+                                                 "INSUFFICIENT_DATA" else "FAIL"),
                      _num(c.get("base")), _num(c.get("adapter")), _num(c.get("value", c.get("diff"))),
-                     _num(c.get("interval")), _num(c.get("threshold")), _num(c.get("n"))])
+                     _num(c.get("interval")), _num(c.get("mde")), _num(c.get("threshold")), _num(c.get("n")),
+                     _num(c.get("n_users"))])
     return rows
 
 
-HEADER = ["check", "result", "base", "adapter", "statistic", "95% interval", "threshold", "n"]
+HEADER = ["check", "role", "result", "base", "adapter", "statistic", "95% interval", "MDE (80% power)",
+          "threshold", "n", "users"]
 
 
 def render_markdown(report: dict, images: dict[str, bytes]) -> str:
@@ -117,7 +120,8 @@ def render_markdown(report: dict, images: dict[str, bytes]) -> str:
               f"- base: `{report['base']['path']}` (weights sha256 {report['base']['weights_sha256'][:12]})",
               f"- eval set: `{report['eval_set']['path']}` version {report['eval_set']['version']} "
               f"(sha256 {report['eval_set']['sha256'][:12]})",
-              f"- base scores: {report['scoring'].get('base_scores')}; seed {report['seed']}", ""]
+              f"- base scores: {report['scoring'].get('base_scores')}; seed {report['seed']}",
+              f"- decision rule: {report.get('decision_rule', '')}", ""]
     if report["reasons"]:
         lines += ["## Reasons", ""] + [f"- {r}" for r in report["reasons"]] + [""]
     if report.get("warnings"):
@@ -129,9 +133,11 @@ def render_markdown(report: dict, images: dict[str, bytes]) -> str:
         lines += [f"![{name}]({name})", ""]
     slices = (report["checks"].get("slices") or {}).get("slices") or []
     if slices:
-        lines += ["## Slices", "", "| slice | metric | value | 95% interval | n | regressed |", "|---|---|---|---|---|---|"]
+        lines += ["## Slices", "", "| slice | metric | value | 95% interval | n | users | adjusted p | regressed |",
+                  "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {s['slice']} | {s['metric']} | {_num(s['value'])} | {_num(s['interval'])} | {s['n']} | "
-                  f"{'yes' if s['regressed'] else 'no'} |" for s in slices]
+                  f"{s['n_users']} | {_num(s['p_adjusted'])} | {'yes' if s['regressed'] else 'no'} |"
+                  for s in slices]
         lines.append("")
     lines += ["## Methods", ""] + [f"- **{n}**: {c.get('method')}" for n, c in report["checks"].items()
                                    if c.get("method")]
