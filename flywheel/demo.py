@@ -230,7 +230,8 @@ def _summary(settings, model, manifest, eval_set, sft, dpo, report, promoted, mo
     period_0 = _period_figures(mon_periods[0], _version_label(mon_periods[0], None))
     period_1 = _period_figures(mon_periods[1], _version_label(mon_periods[1], adapter_name_1))
     checks = {
-        name: {k: c.get(k) for k in ("passed", "base", "adapter", "diff", "interval", "n", "method")}
+        name: {k: c.get(k) for k in ("passed", "role", "base", "adapter", "diff", "interval", "mde", "n", "n_users",
+                                     "method")}
         for name, c in report.get("checks", {}).items()
     }
     return {
@@ -244,7 +245,8 @@ def _summary(settings, model, manifest, eval_set, sft, dpo, report, promoted, mo
             "sft": {"path": str(sft), "metrics": _read_json(Path(sft) / "lineage.json").get("metrics")},
             "dpo": {"path": str(dpo), "metrics": _read_json(Path(dpo) / "lineage.json").get("metrics")},
         },
-        "gate": {"decision": report["decision"], "reasons": report.get("reasons", []), "checks": checks,
+        "gate": {"decision": report["decision"], "decision_rule": report.get("decision_rule"),
+                 "reasons": report.get("reasons", []), "warnings": report.get("warnings", []), "checks": checks,
                  "report": str(paths["gate"] / "gate_report.json")},
         "promotion": ({"alias": ALIAS, "version": promoted["name"], "path": promoted["path"],
                        "adapter_sha256": promoted["adapter"]["adapter_sha256"], "registry": str(paths["registry"])}
