@@ -283,7 +283,7 @@ def ranking(
         base_accuracy=p.base,
         adapter_accuracy=p.adapter,
         diff=p.diff,
-        interval=p.interval,
+        interval=(max(-1.0, p.interval[0]), min(1.0, p.interval[1])),  # a difference of two accuracies
         only_base_right=int((b & ~a).sum()),
         only_adapter_right=int((a & ~b).sum()),
         pvalue=t_pvalue(md, 0.0, "two-sided") if p.n else 1.0,
