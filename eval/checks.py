@@ -22,8 +22,10 @@ from flywheel.textdist import edit_cost
 INSUFFICIENT = "INSUFFICIENT_DATA"
 
 
-def _iv(interval) -> list[float]:
-    return [float(interval[0]), float(interval[1])]
+def _iv(interval) -> list[float] | None:
+    """JSON-safe interval: None when it is unbounded (fewer than two users) or undefined."""
+    lo, hi = float(interval[0]), float(interval[1])
+    return [lo, hi] if math.isfinite(lo) and math.isfinite(hi) else None
 
 
 def _fmt(x: float) -> str:
@@ -86,56 +88,64 @@ def _insufficient(name: str, n: int, needed: int, what: str) -> dict:
 def check_movement(rows: list[dict], cfg: dict) -> dict:
     pc = cfg["checks"]["preference"]
     users = [r["user_id"] for r in rows]
-    m = stats.movement([r["margin_diff"] for r in rows], users, cfg["n_boot"], cfg["alpha"], cfg["seed"])
+    m = stats.movement([r["margin_diff"] for r in rows], users, cfg["alpha"])
     margin = stats.paired_difference([r["base_margin"] for r in rows], [r["adapter_margin"] for r in rows], users,
-                                     cfg["n_boot"], cfg["alpha"], cfg["seed"])
+                                     cfg["alpha"])
     passed = m.interval[0] > pc["min_share"]
     check = {
         "passed": bool(passed), "status": "ok",
         "statistic": "share of pairs whose margin moved toward the user's choice (ties count 1/2)",
         "value": m.share, "interval": _iv(m.interval), "threshold": {"interval_low_above": pc["min_share"]},
         "base": margin.base, "adapter": margin.adapter, "diff": margin.diff, "diff_interval": _iv(margin.interval),
-        "n": m.n, "n_users": margin.n_clusters, "moved_toward": m.moved_toward, "moved_away": m.moved_away,
-        "ties": m.ties, "pvalue": m.pvalue,
-        "method": "margin = logp(chosen) - logp(rejected); exact one-sided sign test on non-tied pairs; "
-                  "percentile bootstrap resampling users",
+        "n": m.n, "n_users": m.n_clusters, "moved_toward": m.moved_toward, "moved_away": m.moved_away,
+        "ties": m.ties, "users_toward": m.users_toward, "users_away": m.users_away, "pvalue": m.pvalue,
+        # The share's MDE is a distance above min_share (the share itself is what `value` reports).
+        "mde": m.mde, "mde_of": "value - threshold",
+        "method": "margin = logp(chosen) - logp(rejected); each user's share of pairs moved toward (ties 1/2), "
+                  "averaged over users; t interval over users (G-1 df); exact one-sided sign test over users",
     }
     if not passed:
-        check["reason"] = (f"preference_movement: {m.share:.1%} of {m.n} pairs moved toward the user's choice, "
-                           f"interval [{m.interval[0]:.1%}, {m.interval[1]:.1%}]: lower bound not above "
-                           f"{pc['min_share']:.0%} (sign test p={m.pvalue:.3g})")
+        check["reason"] = (f"preference_movement: the average user had {m.share:.1%} of pairs moved toward their "
+                           f"choice ({m.n} pairs, {m.n_clusters} users), interval [{m.interval[0]:.1%}, "
+                           f"{m.interval[1]:.1%}]: lower bound not above {pc['min_share']:.0%} "
+                           f"({m.users_toward} users toward, {m.users_away} away, sign test p={m.pvalue:.3g})")
     return check
 
 
 def check_ranking(rows: list[dict], cfg: dict, view: str) -> dict:
     users = [r["user_id"] for r in rows]
     r = stats.ranking([x[f"base_right_{view}"] for x in rows], [x[f"adapter_right_{view}"] for x in rows], users,
-                      cfg["n_boot"], cfg["alpha"], cfg["seed"])
+                      cfg["alpha"])
     worse = r.diff < 0 and r.pvalue < cfg["alpha"]
     check = {
         "passed": not worse, "status": "ok",
         "statistic": f"accuracy ranking chosen over rejected by {view} log-prob",
         "base": r.base_accuracy, "adapter": r.adapter_accuracy, "diff": r.diff, "interval": _iv(r.interval),
-        "n": r.n, "only_base_right": r.only_base_right, "only_adapter_right": r.only_adapter_right,
-        "pvalue": r.pvalue, "threshold": {"not_significantly_worse_at_alpha": cfg["alpha"]},
-        "method": "exact McNemar on discordant pairs; percentile bootstrap of the paired difference resampling users",
+        "n": r.n, "n_users": r.n_clusters, "only_base_right": r.only_base_right,
+        "only_adapter_right": r.only_adapter_right, "pvalue": r.pvalue, "mde": r.mde,
+        "threshold": {"not_significantly_worse_at_alpha": cfg["alpha"]},
+        "method": "each user's accuracy difference, averaged over users; t interval and two-sided paired t test "
+                  "over users (G-1 df): McNemar at the level of users",
     }
     if worse:
         check["reason"] = (f"preference_ranking_{view}: adapter ranks {r.adapter_accuracy:.1%} of pairs right vs "
-                           f"base {r.base_accuracy:.1%}, significantly worse (McNemar p={r.pvalue:.3g})")
+                           f"base {r.base_accuracy:.1%} (average over {r.n_clusters} users), significantly worse "
+                           f"(paired t over users p={r.pvalue:.3g})")
     return check
 
 
 def _nll_check(name: str, rows: list[dict], margin: float, cfg: dict, clusters, what: str) -> dict:
     p = stats.paired_difference([r["base_nll"] for r in rows], [r["adapter_nll"] for r in rows], clusters,
-                                cfg["n_boot"], cfg["alpha"], cfg["seed"])
+                                cfg["alpha"])
     passed = p.interval[1] <= margin
     check = {
         "passed": bool(passed), "status": "ok", "statistic": f"mean per-token NLL of {what} (nats)",
         "base": p.base, "adapter": p.adapter, "diff": p.diff, "interval": _iv(p.interval), "n": p.n,
+        "n_users": p.n_clusters if clusters is not None else None, "mde": p.mde,
         "threshold": {"interval_high_at_most": margin},
-        "method": "paired difference of per-item mean token NLL; percentile bootstrap"
-                  + (" resampling users" if clusters is not None else " over items"),
+        "method": "paired difference of per-item mean token NLL; "
+                  + ("averaged per user, t interval over users (G-1 df)" if clusters is not None
+                     else "t interval over items (independent texts)"),
     }
     if not passed:
         check["reason"] = (f"{name}: NLL of {what} rose from {_fmt(p.base)} to {_fmt(p.adapter)} nats/token, "
@@ -149,17 +159,18 @@ def check_generation(rows: list[dict], cfg: dict) -> tuple[dict, dict]:
     rows = [r for r in rows if "base_edit_cost" in r]
     users = [r["user_id"] for r in rows]
     p = stats.paired_difference([r["base_edit_cost"] for r in rows], [r["adapter_edit_cost"] for r in rows], users,
-                                cfg["n_boot"], cfg["alpha"], cfg["seed"])
+                                cfg["alpha"])
     bound = -gc["min_improvement"]
     passed = p.interval[1] < bound if gc["require_improvement"] else p.interval[1] <= gc["max_worse"]
     edit = {
         "passed": bool(passed), "status": "ok",
         "statistic": "predicted edit cost: normalised edit distance of the reply to the user's final answer",
         "base": p.base, "adapter": p.adapter, "diff": p.diff, "interval": _iv(p.interval), "n": p.n,
+        "n_users": p.n_clusters, "mde": p.mde,
         "threshold": ({"interval_high_below": bound} if gc["require_improvement"]
                       else {"interval_high_at_most": gc["max_worse"]}),
         "method": f"seeded replies (do_sample={gc['do_sample']}, max_new_tokens={gc['max_new_tokens']}); "
-                  "flywheel.textdist.edit_cost; percentile bootstrap resampling users",
+                  "flywheel.textdist.edit_cost; averaged per user, t interval over users (G-1 df)",
     }
     if not passed:
         edit["reason"] = (f"generation_edit_cost: adapter {_fmt(p.adapter)} vs base {_fmt(p.base)}, difference "
@@ -187,15 +198,15 @@ def check_chosen_logp(rows: list[dict], cfg: dict) -> dict:
     margin = cfg["checks"]["guardrails"]["chosen_logp_margin"]
     users = [r["user_id"] for r in rows]
     p = stats.paired_difference([r["base_chosen_logp_per_token"] for r in rows],
-                                [r["adapter_chosen_logp_per_token"] for r in rows], users,
-                                cfg["n_boot"], cfg["alpha"], cfg["seed"])
+                                [r["adapter_chosen_logp_per_token"] for r in rows], users, cfg["alpha"])
     passed = p.interval[0] >= -margin
     check = {
         "passed": bool(passed), "status": "ok",
         "statistic": "mean per-token log-prob of held-out chosen answers (likelihood displacement)",
         "base": p.base, "adapter": p.adapter, "diff": p.diff, "interval": _iv(p.interval), "n": p.n,
+        "n_users": p.n_clusters, "mde": p.mde,
         "threshold": {"interval_low_at_least": -margin},
-        "method": "paired difference; percentile bootstrap resampling users",
+        "method": "paired difference averaged per user; t interval over users (G-1 df)",
     }
     if not passed:
         check["reason"] = (f"guardrail_chosen_logp: chosen answers' log-prob fell from {_fmt(p.base)} to "
@@ -242,54 +253,68 @@ def _slice_groups(rows: list[dict], key: str) -> dict[str, list[dict]]:
     return groups
 
 
+def _slice_tests(key: str, value: str, pairs: list[dict], answers: list[dict], sc: dict, alpha: float):
+    """Every metric's one-sided "regressed" test on one slice: yields (entry, item count, user count)."""
+    name = f"{key}={value}"
+    if pairs:
+        shares = stats.cluster_means(stats.movement_scores([r["margin_diff"] for r in pairs]),
+                                     [r["user_id"] for r in pairs])
+        m = stats.movement([r["margin_diff"] for r in pairs], [r["user_id"] for r in pairs], alpha)
+        yield ({"slice": name, "metric": "movement_share", "value": m.share, "interval": _iv(m.interval),
+                "n": m.n, "n_users": m.n_clusters,
+                "pvalue": stats.share_pvalue_below(shares, 0.5 - sc["movement_margin"])})
+    for metric, rows, base_key, adapter_key, margin in (
+            ("fit_nll_diff", answers, "base_nll", "adapter_nll", sc["fit_margin"]),
+            ("edit_cost_diff", [r for r in answers if "base_edit_cost" in r], "base_edit_cost", "adapter_edit_cost",
+             sc["edit_cost_margin"])):
+        if not rows:
+            continue
+        users = [r["user_id"] for r in rows]
+        p = stats.paired_difference([r[base_key] for r in rows], [r[adapter_key] for r in rows], users, alpha)
+        diffs = stats.cluster_means([r[adapter_key] - r[base_key] for r in rows], users)
+        yield ({"slice": name, "metric": metric, "value": p.diff, "interval": _iv(p.interval), "n": p.n,
+                "n_users": p.n_clusters, "pvalue": stats.t_pvalue(diffs, margin, "greater")})
+
+
 def check_slices(pairs: list[dict], answers: list[dict], cfg: dict) -> dict:
+    """Per slice and metric, a one-sided test of "worse than the margin", corrected across all slices tested.
+
+    A slice needs `min_n` items and `min_users` users; fewer is "insufficient" (listed under `skipped`), never a
+    regression: a slice of one user's items measures that user, and its interval says nothing about a slice.
+    """
+    from statsmodels.stats.multitest import multipletests
+
     sc = cfg["checks"]["slices"]
-    min_n = sc["min_n"]
-    slices, skipped, regressions = [], [], []
-    small = dict(cfg, n_boot=min(cfg["n_boot"], 1000))
+    tested, skipped = [], []
     for key in sc["keys"]:
-        for value, rows in sorted(_slice_groups(pairs, key).items()):
-            name = f"{key}={value}"
-            if len(rows) < min_n:
-                skipped.append({"slice": name, "metric": "movement", "n": len(rows)})
-                continue
-            users = [r["user_id"] for r in rows]
-            m = stats.movement([r["margin_diff"] for r in rows], users, small["n_boot"], cfg["alpha"], cfg["seed"])
-            bad = m.interval[1] < 0.5 - sc["movement_margin"]
-            slices.append({"slice": name, "metric": "movement_share", "value": m.share, "interval": _iv(m.interval),
-                           "n": m.n, "regressed": bool(bad)})
-            if bad:
-                regressions.append(f"{name}: movement {m.share:.1%} [{m.interval[0]:.1%}, {m.interval[1]:.1%}]")
-        for value, rows in sorted(_slice_groups(answers, key).items()):
-            name = f"{key}={value}"
-            if len(rows) < min_n:
-                skipped.append({"slice": name, "metric": "fit", "n": len(rows)})
-                continue
-            users = [r["user_id"] for r in rows]
-            p = stats.paired_difference([r["base_nll"] for r in rows], [r["adapter_nll"] for r in rows], users,
-                                        small["n_boot"], cfg["alpha"], cfg["seed"])
-            bad = p.interval[0] > sc["fit_margin"]
-            slices.append({"slice": name, "metric": "fit_nll_diff", "value": p.diff, "interval": _iv(p.interval),
-                           "n": p.n, "regressed": bool(bad)})
-            if bad:
-                regressions.append(f"{name}: answer NLL +{p.diff:.3g} [{p.interval[0]:.3g}, {p.interval[1]:.3g}]")
-            gen = [r for r in rows if "base_edit_cost" in r]
-            if len(gen) >= min_n:
-                g = stats.paired_difference([r["base_edit_cost"] for r in gen], [r["adapter_edit_cost"] for r in gen],
-                                            [r["user_id"] for r in gen], small["n_boot"], cfg["alpha"], cfg["seed"])
-                bad = g.interval[0] > sc["edit_cost_margin"]
-                slices.append({"slice": name, "metric": "edit_cost_diff", "value": g.diff,
-                               "interval": _iv(g.interval), "n": g.n, "regressed": bool(bad)})
-                if bad:
-                    regressions.append(f"{name}: edit cost +{g.diff:.3g} [{g.interval[0]:.3g}, {g.interval[1]:.3g}]")
+        groups_p, groups_a = _slice_groups(pairs, key), _slice_groups(answers, key)
+        for value in sorted(set(groups_p) | set(groups_a)):
+            for entry in _slice_tests(key, value, groups_p.get(value, []), groups_a.get(value, []), sc,
+                                      cfg["alpha"]):
+                if entry["n"] < sc["min_n"] or entry["n_users"] < sc["min_users"]:
+                    skipped.append({k: entry[k] for k in ("slice", "metric", "n", "n_users")}
+                                   | {"status": "insufficient"})
+                else:
+                    tested.append(entry)
+    if tested:
+        method = {"holm": "holm", "bh": "fdr_bh"}[sc["correction"]]
+        reject, adjusted, _, _ = multipletests([e["pvalue"] for e in tested], alpha=cfg["alpha"], method=method)
+        for e, bad, adj in zip(tested, reject, adjusted):
+            e["p_adjusted"] = float(adj)
+            e["regressed"] = bool(bad)
+    regressions = [f"{e['slice']}: {e['metric']} {e['value']:.3g} [{e['interval'][0]:.3g}, {e['interval'][1]:.3g}]"
+                   f" ({e['n_users']} users, adjusted p={e['p_adjusted']:.3g})" for e in tested if e["regressed"]]
     check = {
         "passed": not regressions, "status": "ok", "statistic": "per-slice movement, answer NLL and edit cost",
-        "base": None, "adapter": None, "diff": None, "interval": None, "n": len(slices),
-        "slices": slices, "skipped": skipped, "threshold": {k: sc[k] for k in
-                                                             ("min_n", "movement_margin", "fit_margin",
-                                                              "edit_cost_margin")},
-        "method": "each slice's interval by user-clustered bootstrap; a slice fails when its interval lies wholly "
-                  "on the regressed side of its margin",
+        "base": None, "adapter": None, "diff": None, "interval": None, "n": len(tested),
+        "slices": tested, "skipped": skipped,
+        "threshold": {k: sc[k] for k in ("min_n", "min_users", "correction", "movement_margin", "fit_margin",
+                                          "edit_cost_margin")} | {"family_alpha": cfg["alpha"]},
+        "method": "per slice, one-sided t test over users (G-1 df; the movement's sign test over users when every "
+                  "user has the same share) of 'regressed beyond the margin'; "
+                  + ("Holm's step-down correction (family-wise error at alpha)" if sc["correction"] == "holm"
+                     else "Benjamini-Hochberg correction (false discovery rate at alpha)")
+                  + " across every slice tested; intervals shown are uncorrected 95 % t intervals",
     }
     if regressions:
         more = f"; and {len(regressions) - 5} more (see slices.png)" if len(regressions) > 5 else ""

@@ -26,6 +26,9 @@ def register(subparsers) -> None:
     f.add_argument("--general", default=None, metavar="PATH",
                    help="general-text set for the non-inferiority check: a JSONL of {\"text\"} rows or a folder of "
                         "them, text the base models well (default: the English set in eval/general/)")
+    f.add_argument("--gate-config", default=None, metavar="YAML",
+                   help="the gate config this set will be gated with: its power settings decide when the held-out "
+                        "users are too few (a warning)")
     f.set_defaults(func=cmd_freeze)
 
     g = sub.add_parser("gate", help="gate an adapter against its frozen base on a frozen eval set",
@@ -44,17 +47,20 @@ def register(subparsers) -> None:
 
 
 def cmd_freeze(args) -> int:
+    from eval.config import GateConfigError
     from eval.freeze import EvalSetError, freeze
 
     try:
         kwargs = {"general": args.general} if args.general else {}
-        meta = freeze(args.build_dir, args.out, version=args.version, **kwargs)
-    except (EvalSetError, FileNotFoundError) as exc:
+        meta = freeze(args.build_dir, args.out, version=args.version, gate_config=args.gate_config, **kwargs)
+    except (EvalSetError, FileNotFoundError, GateConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     c = meta["counts"]
     print(f"eval set {args.out}: version {meta['version']}, sha256 {meta['sha256'][:12]}, "
           f"{c['pairs']} pairs, {c['answers']} final answers, {c['general']} general texts, {c['users']} users")
+    for w in meta["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
     return 0
 
 
@@ -94,7 +100,7 @@ def summary(report: dict, out) -> str:
              f"  eval set {report['eval_set']['version']} ({report['eval_set']['sha256'][:12]}), "
              f"base scores {report['scoring']['base_scores']}"]
     for name, c in report["checks"].items():
-        mark = "ok  " if c["passed"] else "FAIL"
+        mark = ("ok  " if c["passed"] else "FAIL") + (" (advisory)" if c.get("role") == "advisory" else "")
         lines.append(f"  {mark} {name:<32} base {_num(c.get('base')):>9}  adapter {_num(c.get('adapter')):>9}  "
                      f"stat {_num(c.get('value', c.get('diff'))):>9}  {_num(c.get('interval'))}  n={c.get('n')}")
     for r in report["reasons"]:

@@ -14,8 +14,7 @@ import yaml
 
 DEFAULTS: dict[str, Any] = {
     "seed": 0,
-    "alpha": 0.05,  # two-sided level of every interval (95 %) and of the McNemar test
-    "n_boot": 2000,
+    "alpha": 0.05,  # two-sided level of every interval (95 %); the slices' family-wise error rate
     "min_items": 20,  # fewer held-out pairs (or answers, for checks that need them) -> INSUFFICIENT_DATA
     "scorer": {"max_batch_tokens": 16384, "max_length": 2048, "prefix_sharing": "auto", "dtype": "auto",
                "device": None},
@@ -71,7 +70,13 @@ DEFAULTS: dict[str, Any] = {
             "enabled": True,
             "keys": ["signal", "tags", "tenant"],
             "min_n": 10,
-            # A slice regresses when its interval is wholly beyond these: movement share upper bound below
+            # A slice is tested only with at least this many users in it (fewer: "insufficient", never
+            # "regressed"): with 3 users a t interval has 2 degrees of freedom and is about 4 standard errors wide.
+            "min_users": 4,
+            # Multiplicity across all slice tests: "holm" (family-wise error at alpha) or "bh" (false discovery
+            # rate at alpha, Benjamini-Hochberg).
+            "correction": "holm",
+            # A slice regresses when its one-sided test, corrected across slices, rejects "no worse than": movement share upper bound below
             # 0.5 - movement_margin; fit NLL difference lower bound above fit_margin; edit-cost difference lower
             # bound above edit_cost_margin.
             "movement_margin": 0.0,
@@ -79,6 +84,14 @@ DEFAULTS: dict[str, Any] = {
             "edit_cost_margin": 0.0,
         },
     },
+    # Each check is "required" (the gate passes iff every required check passes) or "advisory" (reported, and a
+    # failure is a warning). The ranking views are advisory: they re-test the pairs preference_movement already
+    # tests (three tests of one question would triple the chance of a false failure) and stay at 0 % for models
+    # that learned when chosen answers are longer (docs/gate.md). A check not named here is required.
+    "roles": {"preference_ranking_summed": "advisory", "preference_ranking_normalized": "advisory"},
+    # Planning: `eval freeze` warns when the held-out users are too few for a one-sided alpha/2 t test to detect an
+    # effect of `effect_size` standard deviations of the users' differences (Cohen's d) with 80 % power.
+    "power": {"effect_size": 1.0},
     "overlap": {
         # An eval item whose request id is in the adapter's training data, or whose prompt is, makes the gate
         # refuse. Builds whose lineage cannot be checked (missing folder, changed manifest) refuse too, unless
@@ -125,7 +138,12 @@ def load_config(config: str | Path | dict | None) -> dict:
             raise GateConfigError(f"{path}: not valid YAML ({exc})") from exc
         if not isinstance(config, dict):
             raise GateConfigError(f"{path}: expected a mapping at the top level")
-    cfg = _merge(DEFAULTS, config, where)
+    # Roles name checks, not settings: any check name may be given one, so they merge without the known-key rule.
+    roles = config.get("roles") or {}
+    if not isinstance(roles, dict):
+        raise GateConfigError(f"{where}.roles: expected a mapping of check name to required|advisory")
+    cfg = _merge(DEFAULTS, {k: v for k, v in config.items() if k != "roles"}, where)
+    cfg["roles"].update(roles)
     _validate(cfg, where)
     return cfg
 
@@ -137,7 +155,6 @@ def _validate(cfg: dict, where: str) -> None:
 
     need(cfg["scorer"]["prefix_sharing"] in (True, False, "auto"), "scorer.prefix_sharing must be true, false or auto")
     need(0 < cfg["alpha"] < 1, f"alpha must be in (0, 1), got {cfg['alpha']!r}")
-    need(isinstance(cfg["n_boot"], int) and cfg["n_boot"] >= 100, "n_boot must be an integer >= 100")
     need(isinstance(cfg["min_items"], int) and cfg["min_items"] >= 1, "min_items must be a positive integer")
     checks = cfg["checks"]
     need(0 <= checks["preference"]["min_share"] < 1, "checks.preference.min_share must be in [0, 1)")
@@ -151,6 +168,12 @@ def _validate(cfg: dict, where: str) -> None:
          "checks.generation.length_ratio_band must be [low, high] with 0 < low < high")
     need(set(checks["slices"]["keys"]) <= {"signal", "tags", "tenant"},
          "checks.slices.keys: only signal, tags, tenant")
+    need(isinstance(checks["slices"]["min_users"], int) and checks["slices"]["min_users"] >= 2,
+         "checks.slices.min_users must be an integer >= 2")
+    need(checks["slices"]["correction"] in ("holm", "bh"), "checks.slices.correction must be holm or bh")
+    for name, role in cfg["roles"].items():
+        need(role in ("required", "advisory"), f"roles.{name} must be required or advisory, got {role!r}")
+    need(cfg["power"]["effect_size"] > 0, "power.effect_size must be > 0")
     for probe in checks["guardrails"]["probes"]:
         need(isinstance(probe, dict) and {"name", "prompts", "pattern"} <= set(probe)
              and probe.get("expect", "match") in ("match", "no_match"),

@@ -167,15 +167,33 @@ def _counts(pairs: list[dict], answers: list[dict], general: list[dict]) -> dict
     }
 
 
+def power_warning(n_users: int, gate_config: str | os.PathLike | dict | None = None) -> str | None:
+    """A warning when `n_users` held-out users are too few for the gate's checks to detect the effect its config
+    plans for (`power.effect_size` standard deviations of the users' differences, 80 % power, one-sided alpha/2)."""
+    from eval import stats
+    from eval.config import load_config
+
+    cfg = load_config(gate_config)
+    d = cfg["power"]["effect_size"]
+    needed = stats.users_needed(d, cfg["alpha"])
+    if n_users >= needed:
+        return None
+    return (f"{n_users} held-out users: the gate's checks average each user's items and test over users, and "
+            f"detecting an effect of {d:g} standard deviations of the users' differences with 80 % power needs at "
+            f"least {needed}; hold out more users (a larger test fraction, or more users in the logs) or expect "
+            "only large effects to pass")
+
+
 def freeze(build_dir: str | os.PathLike, out: str | os.PathLike, version: str | None = None,
-           general: str | os.PathLike = GENERAL_DIR) -> dict:
+           general: str | os.PathLike = GENERAL_DIR, gate_config: str | os.PathLike | dict | None = None) -> dict:
     """Write an eval set from `build_dir`'s test splits to `out`; return its `eval_set.json`.
 
     `general`: the general-text set frozen beside the held-out items (a JSONL file or a folder of them); it must be
     text the base model models well, or non-inferiority on it means nothing. The default is the English set shipped
     in eval/general/; a recipe for another kind of model ships its own (recipes/tiny/general.jsonl).
 
-    Refuses an existing `out`: an eval set, once written, is never replaced under the same path.
+    Refuses an existing `out`: an eval set, once written, is never replaced under the same path. `meta["warnings"]`
+    says when the held-out users are too few for the gate (`gate_config`'s power settings; see `power_warning`).
     """
     build = Path(build_dir)
     out = Path(out)
@@ -206,6 +224,7 @@ def freeze(build_dir: str | os.PathLike, out: str | os.PathLike, version: str | 
             "files": files,
             "counts": _counts(pairs, answers, general),
         }
+        meta["warnings"] = [w for w in [power_warning(meta["counts"]["users"], gate_config)] if w]
         write_json_atomic(tmp / "eval_set.json", meta)
         for p in tmp.iterdir():
             p.chmod(0o444)

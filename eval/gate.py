@@ -295,6 +295,50 @@ def _lm_eval(adapter: Path, base_path: str, lc: dict) -> dict:
     return check
 
 
+# --- the decision -----------------------------------------------------------------------------------------------
+
+DECISION_RULE = ("pass iff every check whose role is 'required' passed (config 'roles'; advisory checks are "
+                 "reported and their failures listed as warnings)")
+
+
+def baseline_check(production_eval_sha256: str, eval_sha256: str, rebaseline: bool) -> dict:
+    """Results on another eval set than production's are not comparable: passes only on the same set or when the
+    operator re-baselines explicitly."""
+    same = production_eval_sha256 == eval_sha256
+    check = {"passed": same or bool(rebaseline), "status": "ok", "statistic": "eval set is production's",
+             "base": production_eval_sha256, "adapter": eval_sha256, "diff": None, "interval": None, "n": None,
+             "threshold": {"same_eval_set_or_rebaseline": True}, "method": "sha256 of the eval set's files"}
+    if same:
+        return check
+    if rebaseline:
+        check["note"] = (f"re-baselined: the production adapter was gated on eval set "
+                         f"{production_eval_sha256[:12]}, this gate uses {eval_sha256[:12]}")
+    else:
+        check["reason"] = (f"EVAL_SET_CHANGED: the production adapter was gated on eval set "
+                           f"{production_eval_sha256[:12]}, this gate uses {eval_sha256[:12]}; results are not "
+                           "comparable: re-run with --rebaseline to accept the new eval set")
+    return check
+
+
+def decide(checks: dict[str, dict], roles: dict[str, str]) -> tuple[str, list[str], list[str]]:
+    """Give every check its role; (decision, reasons of failed required checks, warnings of failed advisory ones).
+
+    The decision is `all(passed)` over the required checks, and nothing else: a failed required check without a
+    reason still fails the gate (its name stands in as the reason).
+    """
+    reasons, advisory = [], []
+    for name, c in checks.items():
+        c["role"] = roles.get(name, "required")
+        if not c["passed"]:
+            why = c.get("reason") or f"{name}: failed"
+            (reasons if c["role"] == "required" else advisory).append(why)
+    required = [c for c in checks.values() if c["role"] == "required"]
+    if not required:
+        reasons.append("no required checks enabled")
+    decision = "pass" if required and all(c["passed"] for c in required) else "fail"
+    return decision, reasons, [f"advisory check failed: {w}" for w in advisory]
+
+
 # --- the gate ---------------------------------------------------------------------------------------------------
 
 
@@ -341,24 +385,19 @@ def run_gate(adapter: str | os.PathLike, eval_set: str | os.PathLike, out: str |
 
     baseline = {"production_eval_sha256": production_eval_sha256, "rebaseline": bool(rebaseline),
                 "same_eval_set": production_eval_sha256 in (None, es["sha256"])}
-    reasons = [c["reason"] for c in checks.values() if not c["passed"] and c.get("reason")]
+    if production_eval_sha256 is not None:
+        checks["baseline_eval_set"] = baseline_check(production_eval_sha256, es["sha256"], rebaseline)
+        if rebaseline and not baseline["same_eval_set"]:
+            baseline["note"] = checks["baseline_eval_set"]["note"]
     warnings = [w for w in [general_set_warning(checks.get("general_nll"), facts.get("vocab_size"))] if w]
-    if not baseline["same_eval_set"]:
-        if rebaseline:
-            baseline["note"] = (f"re-baselined: the production adapter was gated on eval set "
-                                f"{production_eval_sha256[:12]}, this gate uses {es['sha256'][:12]}")
-        else:
-            reasons.append(f"EVAL_SET_CHANGED: the production adapter was gated on eval set "
-                           f"{production_eval_sha256[:12]}, this gate uses {es['sha256'][:12]}; results are not "
-                           "comparable: re-run with --rebaseline to accept the new eval set")
-    decision = "pass" if not reasons and checks else "fail"
-    if not checks:
-        reasons.append("no checks enabled")
+    decision, reasons, advisory = decide(checks, cfg["roles"])
+    warnings += advisory
     lineage = lineage or {}
     report = {
         "kind": GATE_REPORT_KIND,
         "format_version": 1,
         "decision": decision,
+        "decision_rule": DECISION_RULE,
         "reasons": reasons,
         "warnings": warnings,
         "checks": checks,

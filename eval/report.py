@@ -107,13 +107,15 @@ def _check_table(checks: dict) -> tuple[list[str], list[list[str]]]:
     with_mde = any(c.get("mde") is not None for c in checks.values())
     header = ["check"] + (["role"] if with_role else []) + ["result", "base", "adapter", "statistic",
                                                              "95% interval"]
-    header += (["smallest detectable"] if with_mde else []) + ["threshold", "n"]
+    with_users = any(c.get("n_users") is not None for c in checks.values())
+    header += (["smallest detectable"] if with_mde else []) + ["threshold", "n"] + (["users"] if with_users else [])
     rows = []
     for name, c in checks.items():
         row = [name] + ([c.get("role", "")] if with_role else []) + [
             _result(c), _num(c.get("base")), _num(c.get("adapter")), _num(c.get("value", c.get("diff"))),
             _num(c.get("interval"))]
-        rows.append(row + ([_num(c.get("mde"))] if with_mde else []) + [_num(c.get("threshold")), _num(c.get("n"))])
+        rows.append(row + ([_num(c.get("mde"))] if with_mde else []) + [_num(c.get("threshold")), _num(c.get("n"))]
+                    + ([_num(c.get("n_users"))] if with_users else []))
     return header, rows
 
 
@@ -143,7 +145,8 @@ def render_markdown(report: dict, images: dict[str, bytes]) -> str:
               f"- base: `{report['base']['path']}` (weights sha256 {report['base']['weights_sha256'][:12]})",
               f"- eval set: `{report['eval_set']['path']}` version {report['eval_set']['version']} "
               f"(sha256 {report['eval_set']['sha256'][:12]})",
-              f"- base scores: {report['scoring'].get('base_scores')}; seed {report['seed']}", ""]
+              f"- base scores: {report['scoring'].get('base_scores')}; seed {report['seed']}",
+              ""]
     if report["reasons"]:
         lines += ["## Reasons", ""] + [f"- {r}" for r in report["reasons"]] + [""]
     if report.get("warnings"):
@@ -156,9 +159,11 @@ def render_markdown(report: dict, images: dict[str, bytes]) -> str:
         lines += [f"![{name}]({name})", ""]
     slices = (report["checks"].get("slices") or {}).get("slices") or []
     if slices:
-        lines += ["## Slices", "", "| slice | metric | value | 95% interval | n | regressed |", "|---|---|---|---|---|---|"]
+        lines += ["## Slices", "", "| slice | metric | value | 95% interval | n | users | adjusted p | regressed |",
+                  "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {s['slice']} | {s['metric']} | {_num(s['value'])} | {_num(s['interval'])} | {s['n']} | "
-                  f"{'yes' if s['regressed'] else 'no'} |" for s in slices]
+                  f"{s['n_users']} | {_num(s['p_adjusted'])} | {'yes' if s['regressed'] else 'no'} |"
+                  for s in slices]
         lines.append("")
     lines += ["## Methods", ""] + [f"- **{n}**: {c.get('method')}" for n, c in report["checks"].items()
                                    if c.get("method")]

@@ -40,11 +40,14 @@ console = Console()
 @dataclass
 class DemoSettings:
     size: str = "default"
-    users: int = 40
+    users: int = 50
     turns: int = 15
     seed: int = 0
-    # Held-out share of users: the gate needs enough held-out turns for its intervals (min_items).
-    test_fraction: float = 0.2
+    # Held-out share of users. The gate's tests are over users, so what it can detect depends on how many are held
+    # out: 15 of 50 (8 of 40 left it able to see only effects of more than a standard deviation).
+    test_fraction: float = 0.3
+    # The simulated users' preference family (simulation.preferences.FAMILIES).
+    preferences: str = "house"
     # Recipe keys on top of recipes/tiny/{sft,dpo}.yaml.
     sft_overrides: dict[str, Any] = field(default_factory=dict)
     dpo_overrides: dict[str, Any] = field(default_factory=dict)
@@ -116,7 +119,7 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None) -> dict[str,
     from flywheel.report_page import write_demo_page
     from serving.monitor import monitor
     from serving.registry import PromotionRefused, promote
-    from simulation.simulate import simulate
+    from simulation.simulate import SimConfig, simulate
     from simulation.tiny_model import build_tiny_model
     from training.api import train
 
@@ -141,12 +144,17 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None) -> dict[str,
     console.print(f"base model: {model}")
 
     steps.start("period 0: simulated users on the base model")
+    # The seed draws the population too: a fresh seed is fresh users, not the same users behaving anew.
+    sim_config = SimConfig(population_seed=settings.seed, preferences=settings.preferences)
     sim_0 = simulate(model, paths["log_0"], adapter=None, users=settings.users, turns=settings.turns,
-                     seed=settings.seed, show_progress=True)
+                     seed=settings.seed, config=sim_config, show_progress=True)
 
     steps.start("datasets and the frozen eval set")
     manifest = build_datasets([str(paths["log_0"])], paths["build"], test_fraction=settings.test_fraction)
-    eval_set = freeze(paths["build"], paths["eval_set"], general=RECIPES / "general.jsonl")
+    eval_set = freeze(paths["build"], paths["eval_set"], general=RECIPES / "general.jsonl",
+                      gate_config=settings.gate_config or None)
+    for warning in eval_set["warnings"]:
+        console.print(f"[yellow]warning: {warning}")
 
     steps.start("training: SFT, then DPO from the SFT adapter")
     common = {"model_name_or_path": str(model), "data": str(paths["build"])}
@@ -175,7 +183,7 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None) -> dict[str,
     adapter_1 = Path(promoted["path"]) if promoted else None
     sim_1 = simulate(model, paths["log_1"], adapter=adapter_1, users=settings.users, turns=settings.turns,
                      seed=settings.seed + 1, adapter_version=promoted["name"] if promoted else None,
-                     show_progress=True)
+                     config=sim_config, show_progress=True)
 
     steps.start("monitor: period 0 against period 1")
     # One report over both logs compares the model versions (and alerts); one per log gives each period's figures
@@ -223,8 +231,8 @@ def _summary(settings, model, manifest, eval_set, sft, dpo, report, promoted, mo
     period_0 = _period_figures(mon_periods[0], _version_label(mon_periods[0], None))
     period_1 = _period_figures(mon_periods[1], _version_label(mon_periods[1], adapter_name_1))
     checks = {
-        name: {k: c.get(k) for k in ("passed", "base", "adapter", "diff", "value", "interval", "n", "method", "role",
-                                     "mde") if k in c or k not in ("value", "role", "mde")}
+        name: {k: c.get(k) for k in ("passed", "role", "base", "adapter", "diff", "value", "interval", "mde", "n", "n_users",
+                                     "method")}
         for name, c in report.get("checks", {}).items()
     }
     return {
@@ -239,7 +247,7 @@ def _summary(settings, model, manifest, eval_set, sft, dpo, report, promoted, mo
             "dpo": {"path": str(dpo), "metrics": _read_json(Path(dpo) / "lineage.json").get("metrics")},
         },
         "gate": {"decision": report["decision"], "decision_rule": report.get("decision_rule"),
-                 "reasons": report.get("reasons", []), "checks": checks,
+                 "reasons": report.get("reasons", []), "warnings": report.get("warnings", []), "checks": checks,
                  "report": str(paths["gate"] / "gate_report.json")},
         "promotion": ({"alias": ALIAS, "version": promoted["name"], "path": promoted["path"],
                        "adapter_sha256": promoted["adapter"]["adapter_sha256"], "registry": str(paths["registry"])}

@@ -16,6 +16,9 @@ def register(sub) -> None:
     p.add_argument("--users", type=int, default=None, help="simulated users per period")
     p.add_argument("--turns", type=int, default=None, help="turns per user per period")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preferences", default="house", choices=["house", "plain"],
+                   help="the simulated users' preference family: 'house' (everything was tuned on it) or 'plain' "
+                        "(never used for tuning)")
     p.set_defaults(func=_run)
 
 
@@ -23,6 +26,7 @@ def _run(args) -> int:
     from flywheel.demo import DemoSettings, run_demo
 
     settings = DemoSettings.for_size(args.size, users=args.users, turns=args.turns, seed=args.seed)
+    settings.preferences = args.preferences
     # The demo succeeds when the loop ran to the end; a failed gate is one of its outcomes, printed loudly and
     # recorded in summary.json, not an error of the demo (`flywheel eval gate` is what exits 1 on a failed gate).
     run_demo(args.out, settings)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from simulation.preferences import FAMILIES
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("tiny-model", help="build (or reuse from the cache) the embedded tiny base model")
@@ -44,6 +46,8 @@ def register_simulate(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="capture log to write (.jsonl, .jsonl.gz or .jsonl.zst)")
     p.add_argument("--config", default=None, help="YAML/JSON file of simulation settings (rates, generation)")
+    p.add_argument("--preferences", default=None, choices=sorted(FAMILIES),
+                   help="the users' preference family (default: the config's, else 'house')")
     p.set_defaults(func=_simulate)
 
 
@@ -56,7 +60,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     s = simulate(args.model, args.out, adapter=args.adapter, users=args.users, turns=args.turns, seed=args.seed,
-                 config=args.config, adapter_version=args.adapter_version, show_progress=True)
+                 config=args.config, adapter_version=args.adapter_version, show_progress=True,
+                 preferences=args.preferences)
     console.print(
         f"[green]simulated[/] {s['turns']} turns ({s['generations']} generations) in {s['seconds']:.1f}s: "
         f"edit cost {s['edit_cost']:.3f}, accept {s['accept_rate']:.2f}, edit {s['edit_rate']:.2f}, "

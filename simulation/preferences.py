@@ -24,6 +24,27 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 @dataclass(frozen=True)
+class Style:
+    """The concrete text of a family's rules: the shared opener and sign-off lines, the list form of the body, the
+    extra line some users want, and where it goes."""
+
+    opener: str = OPENER
+    sign_off: str = SIGN_OFF
+    numbered: bool = False  # body as "1. ", "2. " lines instead of "- " bullets
+    next_step_prefix: str = NEXT_STEP_PREFIX
+    next_step_line: str = NEXT_STEP_LINE
+
+
+HOUSE = Style()
+# The second family, written once and never used to tune the tiny model, the recipes or the training settings
+# (every one of those was chosen on "house" users): a "Sure." opener and "Feel free to ask again." closing (phrases
+# the tiny model has seen in some chat replies, as "Hi there!" and "Hope this helps!" it has seen in letters), a
+# numbered body instead of bullets, a "Note:" line, and shorter length bands.
+PLAIN = Style(opener="Sure.", sign_off="Feel free to ask again.", numbered=True, next_step_prefix="Note:",
+              next_step_line="Note: ask again if you want more detail.")
+
+
+@dataclass(frozen=True)
 class Preference:
     """One user's rules. `opener` and `sign_off` are shared by everyone; the rest are personal."""
 
@@ -33,6 +54,7 @@ class Preference:
     next_step: bool = False
     max_words: int | None = None  # upper end of the length band of the body (bullets/sentences), in words
     min_words: int = 6
+    style: Style = HOUSE
 
     def rule_names(self) -> list[str]:
         names = []
@@ -59,11 +81,33 @@ class PopulationConfig:
     max_words_choices: tuple[int, ...] = (30, 40, 55)
 
 
-def sample_preference(rng: random.Random, pop: PopulationConfig = PopulationConfig()) -> Preference:
+@dataclass(frozen=True)
+class Family:
+    """A population of users: the text of their rules and how the personal rules are spread."""
+
+    style: Style
+    population: PopulationConfig
+
+
+FAMILIES = {
+    "house": Family(HOUSE, PopulationConfig()),
+    "plain": Family(PLAIN, PopulationConfig(p_bullets=0.5, p_next_step=0.4, p_length_band=0.8,
+                                            max_words_choices=(25, 35, 45))),
+}
+
+
+def family(name: str) -> Family:
+    if name not in FAMILIES:
+        raise ValueError(f"unknown preference family {name!r}; known: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def sample_preference(rng: random.Random, pop: PopulationConfig = PopulationConfig(),
+                      style: Style = HOUSE) -> Preference:
     bullets = rng.random() < pop.p_bullets
     next_step = rng.random() < pop.p_next_step
     max_words = rng.choice(pop.max_words_choices) if rng.random() < pop.p_length_band else None
-    return Preference(bullets=bullets, next_step=next_step, max_words=max_words)
+    return Preference(bullets=bullets, next_step=next_step, max_words=max_words, style=style)
 
 
 @dataclass
@@ -77,55 +121,74 @@ class Parsed:
     extra: list[str] = field(default_factory=list)
 
 
-def parse(text: str) -> Parsed:
+def parse(text: str, style: Style = HOUSE) -> Parsed:
     lines = [ln.rstrip() for ln in text.strip().split("\n")]
     lines = [ln for ln in lines if ln.strip()]
     opener = sign_off = next_step = None
-    if lines and lines[0].strip() == OPENER:
+    if lines and lines[0].strip() == style.opener:
         opener = lines.pop(0).strip()
-    if lines and lines[-1].strip() == SIGN_OFF:
+    if lines and lines[-1].strip() == style.sign_off:
         sign_off = lines.pop().strip()
     body = []
     for ln in lines:
-        if ln.strip().startswith(NEXT_STEP_PREFIX) and next_step is None:
+        if ln.strip().startswith(style.next_step_prefix) and next_step is None:
             next_step = ln.strip()
         else:
             body.append(ln)
     return Parsed(opener, body, next_step, sign_off)
 
 
-def body_sentences(body_lines: list[str]) -> list[str]:
+_NUMBER = re.compile(r"^\d+\.\s+")
+
+
+def _unmark(line: str, style: Style) -> str:
+    """A body line without its list marker."""
+    if style.numbered:
+        return _NUMBER.sub("", line)
+    return line[1:].strip() if line.startswith(BULLET.strip()) else line
+
+
+def list_lines(sentences: list[str], style: Style = HOUSE) -> list[str]:
+    if style.numbered:
+        return [f"{i}. {s}" for i, s in enumerate(sentences, 1)]
+    return [BULLET + s for s in sentences]
+
+
+def body_sentences(body_lines: list[str], style: Style = HOUSE) -> list[str]:
     sentences = []
     for ln in body_lines:
-        ln = ln.strip()
-        if ln.startswith(BULLET.strip()):
-            ln = ln[1:].strip()
+        ln = _unmark(ln.strip(), style)
         sentences += [s.strip() for s in _SENTENCE_END.split(ln) if s.strip()]
     return sentences
 
 
-def word_count(lines: list[str]) -> int:
+def word_count(lines: list[str], style: Style = HOUSE) -> int:
+    if style.numbered:
+        return sum(len(_NUMBER.sub("", ln.strip()).split()) for ln in lines)
     return sum(len(ln.replace(BULLET, " ").split()) for ln in lines)
 
 
-def is_bulleted(body_lines: list[str]) -> bool:
+def is_bulleted(body_lines: list[str], style: Style = HOUSE) -> bool:
+    if style.numbered:
+        return len(body_lines) >= 1 and all(ln.strip().startswith(f"{i}. ") for i, ln in enumerate(body_lines, 1))
     return len(body_lines) >= 1 and all(ln.strip().startswith(BULLET) for ln in body_lines)
 
 
 def check(pref: Preference, text: str) -> dict[str, bool]:
     """Which of the user's rules `text` meets."""
-    p = parse(text)
+    st = pref.style
+    p = parse(text, st)
     result = {}
     if pref.opener:
         result["opener"] = p.opener is not None
     if pref.sign_off:
         result["sign_off"] = p.sign_off is not None
     if pref.bullets:
-        result["bullets"] = is_bulleted(p.body_lines)
+        result["bullets"] = is_bulleted(p.body_lines, st)
     if pref.next_step:
         result["next_step"] = p.next_step is not None
     if pref.max_words is not None:
-        result["length"] = pref.min_words <= word_count(p.body_lines) <= pref.max_words
+        result["length"] = pref.min_words <= word_count(p.body_lines, st) <= pref.max_words
     return result
 
 
@@ -157,33 +220,34 @@ def edit_toward(pref: Preference, text: str) -> str:
     sentences to the length band), so a reply meeting the rules costs nothing and one missing them costs a clear
     but partial rewrite. While at it, the user drops a sentence the model cut off mid-way or repeated.
     """
+    st = pref.style
     met = check(pref, text)
-    p = parse(text)
-    sentences = body_sentences(p.body_lines)
+    p = parse(text, st)
+    sentences = body_sentences(p.body_lines, st)
     if sentences and sentences[-1][-1] not in ".!?":
         sentences = sentences[:-1] or [sentences[-1] + "."]
     sentences = list(dict.fromkeys(sentences))  # a sentence the model repeated is kept once
     body_lines = p.body_lines
     rewrite_body = not all(met.values())  # a user touching the reply also drops a cut-off trailing fragment
     if pref.max_words is not None and not met.get("length", True):
-        while len(sentences) > 1 and word_count(sentences) > pref.max_words:
+        while len(sentences) > 1 and word_count(sentences, st) > pref.max_words:
             sentences = sentences[:-1]
-        if word_count(sentences) > pref.max_words:  # one long sentence: cut it at a word boundary
+        if word_count(sentences, st) > pref.max_words:  # one long sentence: cut it at a word boundary
             words = sentences[0].split()[: pref.max_words]
             sentences = [" ".join(words).rstrip(",;:") + "."]
     if rewrite_body:
-        if pref.bullets or is_bulleted(p.body_lines):
-            body_lines = [BULLET + s for s in sentences]
+        if pref.bullets or is_bulleted(p.body_lines, st):
+            body_lines = list_lines(sentences, st)
         else:
             body_lines = [" ".join(sentences)] if sentences else []
     out = []
     if pref.opener or p.opener:
-        out.append(OPENER)
+        out.append(st.opener)
     out += body_lines
     if p.next_step:
         out.append(p.next_step)
     elif pref.next_step:
-        out.append(NEXT_STEP_LINE)
+        out.append(st.next_step_line)
     if pref.sign_off or p.sign_off:
-        out.append(SIGN_OFF)
+        out.append(st.sign_off)
     return "\n".join(out)

@@ -24,7 +24,15 @@ from typing import Any
 from flywheel.files import sha256_json, write_text_atomic
 from flywheel.textdist import edit_cost
 from simulation import corpus
-from simulation.preferences import PopulationConfig, Preference, check, edit_toward, on_topic, sample_preference
+from simulation.preferences import (
+    PopulationConfig,
+    Preference,
+    check,
+    edit_toward,
+    family,
+    on_topic,
+    sample_preference,
+)
 
 WEEK_MS = 7 * 24 * 3600 * 1000
 REPHRASINGS = [
@@ -58,12 +66,15 @@ class SimConfig:
     # the limit abandoned, rephrased, or replaced by the user's own answer
     check_topic: bool = True
     topic_threshold: float = 0.3
-    # population (the same `population_seed` gives the same users, whatever the behaviour seed)
+    # population (the same `population_seed` gives the same users, whatever the behaviour seed): a family of
+    # preferences (simulation.preferences.FAMILIES: "house", the one everything was tuned on, or "plain"), and
+    # optionally its personal-rule rates changed (None: the family's)
     population_seed: int = 0
-    p_bullets: float = 0.6
-    p_next_step: float = 0.5
-    p_length_band: float = 0.7
-    max_words_choices: tuple[int, ...] = (30, 40, 55)
+    preferences: str = "house"
+    p_bullets: float | None = None
+    p_next_step: float | None = None
+    p_length_band: float | None = None
+    max_words_choices: tuple[int, ...] | None = None
     # timestamps: `start` (ISO 8601), default 2026-01-05T09:00Z plus one week per seed, so periods simulated with
     # consecutive seeds follow each other in time
     start: str | None = None
@@ -92,14 +103,18 @@ class SimConfig:
         return cls(**values)
 
     def population(self) -> PopulationConfig:
-        return PopulationConfig(self.p_bullets, self.p_next_step, self.p_length_band, self.max_words_choices)
+        own = {"p_bullets": self.p_bullets, "p_next_step": self.p_next_step, "p_length_band": self.p_length_band,
+               "max_words_choices": self.max_words_choices}
+        return dataclasses.replace(family(self.preferences).population,
+                                   **{k: v for k, v in own.items() if v is not None})
 
 
 def population(n_users: int, config: SimConfig) -> list[Preference]:
-    """The users' latent preferences: a function of `population_seed` only."""
+    """The users' latent preferences: a function of `population_seed` and the family only."""
     rng = random.Random(f"population:{config.population_seed}")
     pop = config.population()
-    return [sample_preference(rng, pop) for _ in range(n_users)]
+    style = family(config.preferences).style
+    return [sample_preference(rng, pop, style) for _ in range(n_users)]
 
 
 def logs_paths(out: str | os.PathLike) -> tuple[Path, Path]:
@@ -413,14 +428,19 @@ def summarise(turn_records: list[dict], events: list[dict]) -> dict[str, Any]:
 
 def simulate(model: str | os.PathLike, out: str | os.PathLike, adapter: str | os.PathLike | None = None,
              users: int = 40, turns: int = 15, seed: int = 0, config: SimConfig | str | os.PathLike | None = None,
-             adapter_version: str | None = None, show_progress: bool = False, generate=None) -> dict[str, Any]:
+             adapter_version: str | None = None, show_progress: bool = False, generate=None,
+             preferences: str | None = None) -> dict[str, Any]:
     """Simulate `users` users doing `turns` turns each against `model` (+ `adapter`); write the log and sidecar.
 
     Returns a summary: turns, generations, event counts, outcomes, mean edit cost and rates, timings, paths.
     `generate` replaces the model with any `f(conversations, seed) -> replies` (for tests of the users alone).
+    `preferences` names the users' preference family (simulation.preferences.FAMILIES), over the config's.
     """
     if not isinstance(config, SimConfig):
         config = SimConfig.from_file(config)
+    if preferences is not None:
+        config = dataclasses.replace(config, preferences=preferences)
+    family(config.preferences)  # an unknown family is an error before any model is loaded
     if users < 1 or turns < 1:
         raise ValueError(f"users and turns must be at least 1 (got users={users}, turns={turns})")
     log_path, turns_path = logs_paths(out)

@@ -6,8 +6,10 @@ import pytest
 
 from tests.eval.planted import TINY_GENERAL, plant_adapter, write_build
 
-# Generation on 32 prompts (64 tokens: a whole reply and its sign-off) keeps a gate to seconds on the tiny model; everything else is the shipped default.
-GATE_TEST_CONFIG = {"checks": {"generation": {"max_prompts": 32, "max_new_tokens": 64}}}
+# Generation on every held-out prompt (80: 8 for each of the 10 users, since the gate's test is over users and a
+# user with 3 prompts is a noisy mean) at 64 tokens (a whole reply and its sign-off); everything else is the
+# shipped default.
+GATE_TEST_CONFIG = {"checks": {"generation": {"max_prompts": 80, "max_new_tokens": 64}}}
 
 # Steps and learning rates that give each planted adapter its intended effect on the test-size tiny model.
 PLANTED = {

@@ -70,3 +70,20 @@ def test_shipped_general_set_is_plain_english_outside_the_product_domains():
     assert len(texts) >= 40 and len({t["id"] for t in texts}) == len(texts)
     domain_words = ("refund", "order #", "invitation", "router", "password", "recipe", "flight", "meeting")
     assert not [t["id"] for t in texts if any(w in t["text"].lower() for w in domain_words)]
+
+
+def test_freeze_warns_when_the_held_out_users_are_too_few_for_the_gate(planted_build, tmp_path, capsys):
+    from eval.freeze import power_warning
+
+    assert "needs at least 10" in power_warning(8)
+    assert power_warning(10) is None
+    assert "needs at least 15" in power_warning(10, {"power": {"effect_size": 0.8}})  # smaller effects, more users
+    # The planted build holds out 10 users: enough for one standard deviation, not for the 0.8 this config plans.
+    config = tmp_path / "gate.yaml"
+    config.write_text("power: {effect_size: 0.8}\n")
+    code = flywheel_main(["eval", "freeze", str(planted_build), "--out", str(tmp_path / "es"),
+                          "--general", str(TINY_GENERAL), "--gate-config", str(config)])
+    assert code == 0 and "warning: 10 held-out users" in capsys.readouterr().err
+    assert json.loads((tmp_path / "es" / "eval_set.json").read_text())["warnings"]
+    plain = freeze(planted_build, tmp_path / "es2", general=TINY_GENERAL)
+    assert plain["warnings"] == []

@@ -11,7 +11,8 @@ from flywheel.files import file_hashes, model_weights_sha256, sha256_file
 def test_summary_has_the_promised_shape(demo):
     out, summary = demo
     on_disk = json.loads((out / "summary.json").read_text())
-    assert on_disk["gate"]["decision"] in ("pass", "fail")
+    assert on_disk["gate"]["decision_rule"] and on_disk["gate"]["checks"]
+    assert all(c["role"] in ("required", "advisory") for c in on_disk["gate"]["checks"].values())
     for period in ("period_0", "period_1"):
         for metric in ("edit_cost", "edit_rate", "regen_rate", "abandon_rate"):
             value = on_disk[period][metric]
@@ -50,20 +51,19 @@ def test_gate_registry_and_monitor_agree(demo):
     assert report["base"]["weights_sha256"] == model_weights_sha256(summary["base_model"])
     assert report["eval_set"]["sha256"] == summary["eval_set"]["sha256"]
 
-    # On the smallest settings too the adapter passes the gate and is promoted (the test model and every seed are
-    # fixed, so this is the same run each time).
-    assert report["decision"] == "pass", report["reasons"]
-    promotion = summary["promotion"]
-    assert promotion is not None
-    entry = json.loads((Path(promotion["registry"]) / "versions" / promotion["version"] / "entry.json").read_text())
-    assert entry["adapter"]["adapter_sha256"] == report["adapter"]["adapter_sha256"]
-    assert entry["base"]["weights_sha256"] == report["base"]["weights_sha256"]
-    stored = Path(promotion["path"])
-    for name, sha in report["adapter"]["files"].items():
-        if (stored / name).exists():
-            assert sha256_file(stored / name) == sha
-    assert entry["gate"]["report_sha256"] == sha256_file(Path(summary["artefacts"]["gate"]) / "gate_report.json")
-    # The monitor saw period 1 served by the promoted version.
-    assert summary["period_1"]["model"]["adapter"] == promotion["version"]
-    alias = json.loads((Path(promotion["registry"]) / "aliases" / "assistant.json").read_text())
-    assert alias["current"] == promotion["version"]
+    # On the smallest settings (9 held-out users, 20 generated prompts) the gate fails, and for one reason only:
+    # generation is not shown non-inferior. Its interval over 9 users is about 0.26 wide, and the report says why
+    # (the smallest change this eval set detects is several times the 0.02 margin); every other required check
+    # passes. The test model and every seed are fixed, so this is the same run each time.
+    assert report["decision"] == "fail"
+    failed = [n for n, c in report["checks"].items() if not c["passed"]]
+    assert failed == ["generation_edit_cost"], report["reasons"]
+    gen = report["checks"]["generation_edit_cost"]
+    assert gen["role"] == "required" and gen["n_users"] == 9
+    assert gen["mde"] > 5 * gen["threshold"]["interval_high_at_most"]
+    assert gen["interval"][0] < gen["diff"] < 0 < gen["interval"][1]
+    assert report["checks"]["preference_movement"]["passed"] and report["checks"]["fit_nll"]["passed"]
+    # Nothing promoted: period 1 ran on the base model, and the monitor saw no adapter.
+    assert summary["promotion"] is None
+    assert summary["period_1"]["model"]["adapter"] is None
+    assert not (Path(summary["artefacts"]["registry"]) / "aliases" / "assistant.json").exists()

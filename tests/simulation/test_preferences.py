@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flywheel.textdist import edit_cost
 from simulation import corpus
 from simulation.preferences import (
+    FAMILIES,
     NEXT_STEP_LINE,
     OPENER,
+    PLAIN,
     SIGN_OFF,
     Preference,
     check,
     edit_toward,
+    family,
     sample_preference,
 )
 
@@ -99,3 +103,36 @@ def test_a_reply_to_another_request_is_off_topic():
     assert same and sum(same) / len(same) > 0.8
     # an edit toward the preference keeps a reply on topic
     assert on_topic(edit_toward(Preference(bullets=True, next_step=True), a.reply), a.reply)
+
+
+plain_preferences = st.builds(
+    Preference,
+    bullets=st.booleans(),
+    next_step=st.booleans(),
+    max_words=st.one_of(st.none(), st.sampled_from([25, 35, 45])),
+    style=st.just(PLAIN),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pref=plain_preferences, seed=st.integers(0, 10_000))
+def test_plain_family_edits_meet_its_rules_and_are_idempotent(pref, seed):
+    reply = base_reply(seed)
+    edited = edit_toward(pref, reply)
+    assert all(check(pref, edited).values()), (pref, reply, edited)
+    assert edit_toward(pref, edited) == edited
+    assert edited.startswith(PLAIN.opener + "\n") and edited.endswith("\n" + PLAIN.sign_off)
+
+
+def test_plain_family_is_its_own_text_not_the_house_rules():
+    house = Preference(bullets=True, next_step=True)
+    plain = Preference(bullets=True, next_step=True, style=PLAIN)
+    text = "\n".join([PLAIN.opener, "1. Restart the router.", "2. Then try again.", PLAIN.next_step_line,
+                      PLAIN.sign_off])
+    assert all(check(plain, text).values())
+    assert not any(check(house, text).values())  # nothing of the house family's rules
+    assert not check(plain, text.replace("2. Then", "3. Then"))["bullets"]  # numbered in order
+    users = [sample_preference(random.Random(i), FAMILIES["plain"].population, PLAIN) for i in range(200)]
+    assert {u.max_words for u in users} == {None, 25, 35, 45}
+    with pytest.raises(ValueError, match="unknown preference family 'fancy'"):
+        family("fancy")

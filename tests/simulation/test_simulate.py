@@ -185,3 +185,14 @@ def test_cli_simulate_writes_the_log(tiny_model_dir, tmp_path, capsys):
     assert (tmp_path / "cli.jsonl.gz").exists() and (tmp_path / "cli.turns.jsonl").exists()
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["turns"] == 4
+
+
+def test_the_plain_family_is_selectable_and_changes_only_the_users(tmp_path):
+    house = simulate("stand-in", tmp_path / "house.jsonl", users=12, turns=5, seed=0, generate=base_style_model)
+    plain = simulate("stand-in", tmp_path / "plain.jsonl", users=12, turns=5, seed=0, generate=base_style_model,
+                     preferences="plain")
+    assert plain["config"]["preferences"] == "plain" and house["config"]["preferences"] == "house"
+    edits = [e["edited_output"] for e in read_jsonl(tmp_path / "plain.jsonl") if e["type"] == "edit"]
+    assert edits and all(e.startswith("Sure.\n") and e.endswith("\nFeel free to ask again.") for e in edits)
+    with pytest.raises(ValueError, match="unknown preference family"):
+        simulate("stand-in", tmp_path / "x.jsonl", users=1, turns=1, generate=base_style_model, preferences="fancy")
