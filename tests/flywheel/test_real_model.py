@@ -1,6 +1,6 @@
 """The loop's stages on a real open-weight model, SmolLM2-135M-Instruct (extra `smollm2`, installed by `make test`):
 a few SFT and DPO steps with its recipes, a gate on a handful of items against the real-English general set,
-promotion, merge, and the merged model's greedy tokens."""
+merge (the merged model's greedy tokens are base + adapter's) and a chat reply."""
 
 from __future__ import annotations
 
@@ -24,14 +24,17 @@ def _plain_replies(conversations: list[list[dict]], seed: int) -> list[str]:
 
 
 @pytest.mark.slow
-def test_smollm2_trains_gates_promotes_and_merges(smollm2_dir, tmp_path):
+def test_smollm2_trains_gates_merges_and_chats(smollm2_dir, tmp_path):
     import json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from data.build import build_datasets
     from eval.freeze import freeze
     from eval.gate import run_gate
+    from flywheel.files import model_weights_sha256
+    from serving.chat import answer
     from serving.merge import merge_adapter
-    from serving.registry import promote
     from simulation.simulate import simulate
     from tests.serving.greedy import assert_merged_generates_like_base_plus_adapter
     from training.api import train
@@ -49,14 +52,18 @@ def test_smollm2_trains_gates_promotes_and_merges(smollm2_dir, tmp_path):
     eval_set = tmp_path / "eval-set"
     freeze(build, eval_set)  # the default general set: real English
     report = run_gate(dpo, eval_set, tmp_path / "gate", base=str(smollm2_dir), config=HANDFUL, show_progress=False)
-    assert set(report["checks"]) >= {"preference", "fit", "generation", "general"}
-    general = report["checks"]["general"]
-    assert general["base"] < 4.0, general  # SmolLM2 models English: far from chance (ln 49152 = 10.8 nats)
-    assert not any("near chance" in w for w in report.get("warnings", []))
-    if report["decision"] != "pass":
-        pytest.fail(f"gate on two training steps should pass its non-inferiority checks: {report['reasons']}")
+    checks = report["checks"]
+    assert {"preference_movement", "fit_nll", "generation_edit_cost", "general_nll"} <= set(checks)
+    assert all(checks[name]["n"] >= 4 for name in ("preference_movement", "fit_nll", "general_nll")), checks
+    assert checks["general_nll"]["base"] < 4.0, checks["general_nll"]  # English, far from chance (ln 49152 = 10.8)
+    assert not any("near chance" in w for w in report["warnings"])
+    # Two steps barely move the model: what must hold is that it did not get worse at English or at the answers.
+    assert checks["general_nll"]["passed"] and checks["fit_nll"]["passed"], report["reasons"]
 
-    registry = tmp_path / "registry"
-    promoted = promote(dpo, tmp_path / "gate", "assistant", registry=registry)
-    merged = merge_adapter("assistant", tmp_path / "merged", registry=registry)
-    assert_merged_generates_like_base_plus_adapter(merged, smollm2_dir, Path(promoted["path"]))
+    merged = merge_adapter(dpo, tmp_path / "merged")
+    assert model_weights_sha256(merged) != model_weights_sha256(smollm2_dir)
+    # two small steps need not change a greedy token; the tiny model's test checks that a real change survives
+    assert_merged_generates_like_base_plus_adapter(merged, smollm2_dir, dpo, require_change=False)
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    reply = answer(AutoModelForCausalLM.from_pretrained(merged), tokenizer, "How do I reset my password?")
+    assert len(reply.split()) >= 5 and "<|im_end|>" not in reply

@@ -20,7 +20,7 @@ def greedy_tokens(model, tokenizer, prompts: list[str] = PROMPTS, n: int = 32) -
     return rows
 
 
-def assert_merged_generates_like_base_plus_adapter(merged_dir, base_dir, adapter_dir) -> None:
+def assert_merged_generates_like_base_plus_adapter(merged_dir, base_dir, adapter_dir, require_change: bool = True) -> None:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -34,4 +34,5 @@ def assert_merged_generates_like_base_plus_adapter(merged_dir, base_dir, adapter
     want = greedy_tokens(with_adapter, tokenizer)
     assert got == want
     assert all(len(row) == 32 for row in got)
-    assert got != plain  # the adapter does change what the model says
+    if require_change:
+        assert got != plain  # the adapter does change what the model says
