@@ -24,6 +24,7 @@ def _plain_replies(conversations: list[list[dict]], seed: int) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # minutes on an idle 2-core machine; a loaded one is many times slower
 def test_smollm2_trains_gates_merges_and_chats(smollm2_dir, tmp_path):
     import json
 
