@@ -1,8 +1,8 @@
-"""One full turn of the flywheel on the built-in tiny model and simulated users.
+"""One full turn of the flywheel on a base model the project builds (tiny or SmolLM2) and simulated users.
 
 Read top to bottom, this is the whole loop a user runs on their own model and logs:
 
-1. build (or reuse) the tiny base model;
+1. build (or reuse) the base model (the tiny one by default, or SmolLM2-135M-Instruct: `--base`);
 2. period 0: simulated users work with the base model, their behaviour lands in a capture log;
 3. build SFT/DPO/KTO datasets from the log and freeze the held-out part as the eval set;
 4. train SFT, then DPO continuing the SFT adapter;
@@ -159,7 +159,7 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None) -> dict[str,
         "monitor": out / "monitor",
     }
 
-    steps.start(f"base model: {settings.base}")
+    steps.start(f"{settings.base} base model")
     model = Path(build_base_model(settings.base, size=settings.size, show_progress=True))
     console.print(f"base model: {model}")
     recipes = BASE_RECIPES[settings.base]

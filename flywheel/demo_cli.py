@@ -7,8 +7,8 @@ from __future__ import annotations
 def register(sub) -> None:
     p = sub.add_parser(
         "demo",
-        help="one full turn of the flywheel on the built-in tiny model and simulated users",
-        description="Simulate users on the tiny base model, build datasets, train SFT then DPO, gate, promote, "
+        help="one full turn of the flywheel on a base model and simulated users",
+        description="Simulate users on a base model (the tiny one by default), build datasets, train SFT then DPO, gate, promote, "
         "simulate the next period with the promoted adapter, and compare the two periods.",
     )
     p.add_argument("--out", default="demo-out", help="folder for every artefact (default: demo-out)")
