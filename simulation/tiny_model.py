@@ -8,8 +8,6 @@ cached by its configuration hash under $FLYWHEEL_CACHE, saved with `save_pretrai
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import math
 import os
@@ -19,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from flywheel.files import atomic_dir, sha256_json
+from flywheel.files import atomic_dir, file_lock, sha256_json
 from simulation import corpus
 
 # Bump when the corpus, tokenizer or training code changes what a given configuration builds.
@@ -242,17 +240,6 @@ def _build(dest: Path, size: str, seed: int, show_progress: bool) -> None:
     (dest / "flywheel_tiny_model.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
-@contextlib.contextmanager
-def _lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def build_tiny_model(out_dir: str | os.PathLike | None = None, size: str = "default", seed: int = 0,
                      show_progress: bool = False) -> Path:
     """Build (or reuse from the cache) the tiny model; returns its folder (`out_dir` if given, else the cache entry).
@@ -263,7 +250,7 @@ def build_tiny_model(out_dir: str | os.PathLike | None = None, size: str = "defa
         raise ValueError(f"unknown tiny-model size {size!r}; choose one of {sorted(SIZES)}")
     key = config_hash(size, seed)
     cached = cache_root() / "tiny-model" / f"{size}-{key}"
-    with _lock(cache_root() / "tiny-model" / f".{size}-{key}.lock"):
+    with file_lock(cache_root() / "tiny-model" / f".{size}-{key}.lock"):
         if not (cached / "flywheel_tiny_model.json").exists():
             with atomic_dir(cached) as tmp:
                 _build(tmp, size, seed, show_progress)

@@ -22,3 +22,17 @@ def tiny_model_dir():
     from simulation.tiny_model import build_tiny_model
 
     return build_tiny_model(size="test")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir():
+    """SmolLM2-135M-Instruct as a plain folder (extra `smollm2`; `make install` installs it, CI too).
+
+    Skips, saying how to install it, only when the extra is missing; a broken install fails."""
+    from simulation.smollm2 import MissingExtra, build_smollm2, gguf_path
+
+    try:
+        gguf_path()
+    except MissingExtra as exc:
+        pytest.skip(f"real-model test skipped: {exc}")
+    return build_smollm2()

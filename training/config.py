@@ -180,6 +180,7 @@ def parse_recipe(
     if leftover:
         raise RecipeError(f"command line: unknown option(s) {' '.join(leftover)} for stage {stage}")
 
+    _resolve_chat_template_path(training_args, recipe_path)
     set_keys = list(config) + [k for k in (overrides or {}) if k not in config]
     for dest in _dests_on_command_line(parser, argv):
         if dest not in set_keys:
@@ -193,6 +194,17 @@ def parse_recipe(
     for key in set_keys:
         resolved[key] = _plain(_field_value(key, flywheel_args, training_args, model_args))
     return ParsedRecipe(stage, recipe_path, flywheel_args, training_args, model_args, resolved)
+
+
+def _resolve_chat_template_path(training_args, recipe_path: Path | None) -> None:
+    """A recipe's `chat_template_path` that is not a file from the working directory is looked up beside the recipe,
+    so a recipe folder carries its model's training template wherever it is run from."""
+    path = getattr(training_args, "chat_template_path", None)
+    if not path or recipe_path is None or Path(path).is_absolute() or Path(path).exists():
+        return
+    beside = recipe_path.parent / path
+    if beside.is_file():
+        training_args.chat_template_path = str(beside.resolve())
 
 
 def _dests_on_command_line(parser, argv: list[str]) -> list[str]:

@@ -36,10 +36,16 @@ def launch_command(
     accelerate_config: str | None = None,
     num_processes: int | None = None,
     resume: bool = False,
+    environ: dict[str, str] | None = None,
 ) -> list[str]:
     command = [sys.executable, "-m", "accelerate.commands.launch"]
     if accelerate_config:
         command += ["--config_file", str(resolve_accelerate_config(accelerate_config))]
+    environ = os.environ if environ is None else environ
+    if "OMP_NUM_THREADS" not in environ:
+        # accelerate otherwise sets OMP_NUM_THREADS=1 in the training process: one core on a CPU machine.
+        threads = max(1, (os.cpu_count() or 1) // max(1, num_processes or 1))
+        command += ["--num_cpu_threads_per_process", str(threads)]
     elif num_processes and num_processes > 1:
         # Data parallel without a config file: DDP on GPUs, or gloo on the CPU when the recipe sets use_cpu
         # (accelerate's MULTI_CPU mode would silently run a single process without mpirun).

@@ -65,6 +65,7 @@ def prepare_run(parsed: ParsedRecipe) -> PreparedRun:
 
     stage, run_args, training_args, model_args = parsed.stage, parsed.flywheel, parsed.training, parsed.model
     _check_recipe(parsed)
+    _check_chat_template(parsed)
 
     # The adapter folder is written once, at the end; everything written while training goes to the run folder.
     output_dir = Path(training_args.output_dir)
@@ -238,6 +239,21 @@ def _check_recipe(parsed: ParsedRecipe) -> None:
         raise RecipeError(f"{where}: lora_modules_to_save makes an adapter vLLM refuses; leave it unset")
     if parsed.model.use_dora:
         raise RecipeError(f"{where}: use_dora makes an adapter vLLM refuses; leave it false")
+
+
+def _check_chat_template(parsed: ParsedRecipe) -> None:
+    """A training template (`chat_template_path`, a .jinja file) must render like the model's own template."""
+    from training.chat_templates import TemplateMismatch, check_training_template
+
+    path = getattr(parsed.training, "chat_template_path", None)
+    if not path or not str(path).endswith((".jinja", ".j2")):
+        return
+    if not Path(path).is_file():
+        raise RecipeError(f"{parsed.recipe_path or 'recipe'}: chat_template_path {path}: no such file")
+    try:
+        check_training_template(parsed.model.model_name_or_path, path)
+    except TemplateMismatch as exc:
+        raise RecipeError(f"{parsed.recipe_path or 'recipe'}: {exc}") from None
 
 
 def _check_sft_adapter_base(sft_adapter: str | None, base_identity: dict[str, Any]) -> None:

@@ -38,6 +38,15 @@ def test_merged_model_computes_what_base_plus_adapter_computes(bench, tiny_model
     assert not torch.allclose(got, base_logits, atol=1e-3)  # the adapter does change the model
 
 
+def test_merged_model_generates_the_greedy_tokens_of_base_plus_adapter(bench, tiny_model_dir):
+    from tests.serving.greedy import assert_merged_generates_like_base_plus_adapter
+
+    promote(*bench.gated_adapter("a1", seed=1), "support", registry=bench.registry)
+    out = merge_adapter("support", bench.root / "merged", registry=bench.registry)
+    assert_merged_generates_like_base_plus_adapter(out, tiny_model_dir,
+                                                   bench.registry / "versions" / "support-v1" / "adapter")
+
+
 def test_merge_refuses_wrong_base(bench, tmp_path):
     adapter = bench.adapter("wrong", seed=1, base_sha="f" * 64)
     with pytest.raises(ValueError, match="silently build a wrong model"):

@@ -136,3 +136,22 @@ def test_plain_family_is_its_own_text_not_the_house_rules():
     assert {u.max_words for u in users} == {None, 25, 35, 45}
     with pytest.raises(ValueError, match="unknown preference family 'fancy'"):
         family("fancy")
+
+
+def test_a_free_english_reply_is_judged_on_topic_by_the_users_own_words():
+    from simulation.preferences import on_topic_of_requests
+
+    request = "Order #59377 came with a cracked keyboard."
+    own_words = ("I'm sorry your keyboard arrived damaged! You can ask for a replacement from your account: open "
+                 "the order, choose 'Report a problem' and attach a photo.")
+    assert on_topic_of_requests(own_words, [request])
+    assert not on_topic_of_requests("Preheat the oven to 200 degrees and roast the potatoes for 40 minutes.",
+                                    [request])
+    # a follow-up carries no topic of its own: the conversation's earlier request decides
+    follow_up = [request, "Can you make that shorter?"]
+    assert on_topic_of_requests("Ask for a replacement keyboard from the order page.", follow_up)
+    assert not on_topic_of_requests("Sure, here is a shorter version that I could make.", follow_up)
+    # the rules and the edit work on any English, not only on the corpus's sentences
+    pref = Preference(bullets=True, next_step=True, max_words=30)
+    edited = edit_toward(pref, own_words)
+    assert all(check(pref, edited).values()) and "keyboard" in edited

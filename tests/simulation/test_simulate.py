@@ -196,3 +196,19 @@ def test_the_plain_family_is_selectable_and_changes_only_the_users(tmp_path):
     assert edits and all(e.startswith("Sure.\n") and e.endswith("\nFeel free to ask again.") for e in edits)
     with pytest.raises(ValueError, match="unknown preference family"):
         simulate("stand-in", tmp_path / "x.jsonl", users=1, turns=1, generate=base_style_model, preferences="fancy")
+
+
+def test_request_judge_keeps_a_free_english_answer_that_differs_from_the_reference(tmp_path):
+    def own_words(conversations, seed):  # on the request's topic, in words no corpus template uses
+        return [f"Regarding '{c[0]['content']}': here is my take, written my own way." for c in conversations]
+
+    for name, judge in (("a", "reference"), ("b", "request")):
+        simulate("stand-in", tmp_path / f"{name}.jsonl", users=10, turns=4, seed=0,
+                 config=SimConfig(p_abandon=0.0, topic_judge=judge), generate=own_words)
+    by_reference, by_request = (
+        [json.loads(line)["on_topic"] for line in (tmp_path / f"{n}.turns.jsonl").read_text().splitlines()]
+        for n in ("a", "b"))
+    assert all(by_request)
+    assert sum(by_reference) / len(by_reference) < 0.5  # the reference judge wants the corpus's own words
+    with pytest.raises(ValueError, match="topic_judge"):
+        SimConfig.from_file(None, {"topic_judge": "vibes"})

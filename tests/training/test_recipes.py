@@ -59,3 +59,16 @@ def test_accelerate_config_parses(config):
 def test_accelerate_configs_cover_the_launch_modes():
     names = {p.stem for p in ACCELERATE_CONFIGS}
     assert {"single_gpu", "multi_gpu", "fsdp", "deepspeed_zero3", "cpu"} <= names
+
+
+def test_launch_uses_every_core_unless_omp_num_threads_is_set():
+    import os
+
+    from training.launch import launch_command
+
+    recipe = RECIPES / "tiny" / "sft.yaml"
+    command = launch_command("sft", recipe, environ={})
+    assert command[command.index("--num_cpu_threads_per_process") + 1] == str(os.cpu_count())
+    two = launch_command("sft", recipe, num_processes=2, environ={})
+    assert two[two.index("--num_cpu_threads_per_process") + 1] == str(max(1, os.cpu_count() // 2))
+    assert "--num_cpu_threads_per_process" not in launch_command("sft", recipe, environ={"OMP_NUM_THREADS": "3"})
