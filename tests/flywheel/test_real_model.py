@@ -14,7 +14,7 @@ FEW_STEPS = {"max_steps": 2, "per_device_train_batch_size": 2, "max_length": 256
              "logging_steps": 1}
 # A handful of items: generation on 4 prompts of 24 tokens, intervals with 4 items (the gate's numbers mean little
 # here; the test is that every check runs on a real model and tokenizer).
-HANDFUL = {"min_items": 4, "n_boot": 200,
+HANDFUL = {"min_items": 4,
            "checks": {"generation": {"max_prompts": 4, "max_new_tokens": 24, "require_improvement": False}}}
 
 
